@@ -1,0 +1,3 @@
+"""The block catalog: one family per sub-package. Importing it registers every block."""
+
+from . import core  # noqa: F401

@@ -1,0 +1,102 @@
+"""Element-wise activations (relu, gelu, silu, sigmoid, tanh), softmax and dropout."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from torch import nn
+
+from composer.block import Block, In
+from composer.params import Activation, Prob
+from composer.registry import register
+from composer.types import InferError, PortType, expect_float
+
+_MODULES = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "none": nn.Identity,
+}
+
+
+def make_activation(name: Activation, inplace: bool = False) -> nn.Module:
+    """The module for an activation name (shared by every block with an `activation` param)."""
+    cls = _MODULES[name]
+    if inplace and name in ("relu", "relu6", "silu", "hardswish", "hardsigmoid"):
+        return cls(inplace=True)
+    return cls()
+
+
+class _Elementwise(Block):
+    family: ClassVar[str] = "core"
+    inputs: ClassVar = {"x": In("tensor")}
+
+    def infer(self, x: PortType) -> PortType:
+        expect_float(x, "x")
+        return x
+
+    def param_count(self, **inputs) -> int:
+        return 0
+
+    def build(self, x: PortType) -> nn.Module:
+        return make_activation(self.name)
+
+
+@register
+class ReLU(_Elementwise):
+    """Rectified linear unit, max(x, 0)."""
+    name: ClassVar[str] = "relu"
+
+
+@register
+class GELU(_Elementwise):
+    """Gaussian error linear unit (exact erf form, or the tanh approximation)."""
+    name: ClassVar[str] = "gelu"
+    approximate: Literal["none", "tanh"] = "none"
+
+    def build(self, x: PortType) -> nn.Module:
+        return nn.GELU(approximate=self.approximate)
+
+
+@register
+class SiLU(_Elementwise):
+    """Sigmoid linear unit (swish), x * sigmoid(x)."""
+    name: ClassVar[str] = "silu"
+
+
+@register
+class Sigmoid(_Elementwise):
+    """Logistic sigmoid."""
+    name: ClassVar[str] = "sigmoid"
+
+
+@register
+class Tanh(_Elementwise):
+    """Hyperbolic tangent."""
+    name: ClassVar[str] = "tanh"
+
+
+@register
+class Softmax(_Elementwise):
+    """Softmax along one axis (the last by default): logits to probabilities."""
+    name: ClassVar[str] = "softmax"
+    dim: int = -1
+
+    def infer(self, x: PortType) -> PortType:
+        expect_float(x, "x")
+        rank = x.rank or 0
+        if not -rank <= self.dim < rank:
+            raise InferError(f"softmax axis {self.dim} is out of range for a rank-{rank} input", param="dim",
+                             expected=f"an axis in [{-rank}, {rank - 1}]", found=str(self.dim))
+        return x.with_(kind="probs")
+
+    def build(self, x: PortType) -> nn.Module:
+        return nn.Softmax(dim=self.dim)
+
+
+@register
+class Dropout(_Elementwise):
+    """Dropout with probability p (a no-op in eval mode and in exported models)."""
+    name: ClassVar[str] = "dropout"
+    p: Prob = 0.5
+
+    def build(self, x: PortType) -> nn.Module:
+        return nn.Dropout(self.p)
