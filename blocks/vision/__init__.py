@@ -1,0 +1,1 @@
+"""Vision blocks: CNN and ViT backbones and the parts they are made of (torchvision-compatible)."""
