@@ -61,6 +61,7 @@ class Block(Params):
     inputs: ClassVar[dict[str, In]] = {"x": In()}
     outputs: ClassVar[tuple[str, ...]] = ("out",)  # documented output ports (infer decides)
     internal: ClassVar[bool] = False  # internal blocks stay out of the catalog and schema
+    passthrough: ClassVar[bool] = False  # compiled as a plain alias of its single input
 
     def infer(self, **inputs: PortType) -> PortType | dict[str, PortType]:
         raise NotImplementedError

@@ -28,7 +28,8 @@ class RegistryError(Exception):
 def register(cls: B) -> B:
     """Class decorator: add a block type to the registry; duplicate names are rejected."""
     name = cls.name
-    if not name or not name.replace("_", "a").isalnum() or not name[0].isalpha() or name.lower() != name:
+    ok = bool(name) and name.replace("_", "a").isalnum() and name.lower() == name
+    if not ok or not (name[0].isalpha() or (cls.internal and name[0] == "_")):
         raise RegistryError(f"block {cls.__qualname__} needs a lower_snake_case `name`, got {name!r}")
     if name in REGISTRY and REGISTRY[name] is not cls:
         other = REGISTRY[name]
@@ -43,6 +44,7 @@ def load_blocks() -> dict[str, type[Block]]:
     global _loaded
     if not _loaded:
         _loaded = True
+        importlib.import_module("composer._port")
         importlib.import_module("blocks")
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             try:

@@ -1,0 +1,69 @@
+"""The public entry: `composer.load(path)` gives a validated `Pipeline` ready to build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ._yaml import Doc, load_file, load_text
+from .compile import CompiledPipeline, compile_graph
+from .errors import Diagnostic, SpecError
+from .graph import Graph, analyze
+from .resolve import Resolved, resolve
+from .spec import ParsedSpec, parse
+
+
+@dataclass
+class Pipeline:
+    """A validated pipeline: its resolved spec and typed graph; `build` makes the module."""
+
+    graph: Graph
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.graph.resolved
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+    @property
+    def file(self) -> str:
+        return self.resolved.file
+
+    def build(self, seed: Optional[int] = None, device: Optional[torch.device | str] = None) -> CompiledPipeline:
+        """A fresh `nn.Module`; the same spec and seed always give the same weights."""
+        return compile_graph(self.graph, seed=seed, device=device)
+
+
+def analyze_doc(doc: Doc, *, max_param_bytes: Optional[int] = None) -> Graph:
+    """Parse, resolve and type a loaded document; never raises for spec errors."""
+    parsed: ParsedSpec = parse(doc)
+    return analyze(resolve(parsed), max_param_bytes=max_param_bytes)
+
+
+def analyze_file(path: str | Path, *, max_param_bytes: Optional[int] = None) -> Graph:
+    """Like `load`, but returns the graph with its diagnostics instead of raising for them
+    (so an invalid spec can still be drawn). Raises SpecError only when the file cannot be
+    read as YAML at all."""
+    return analyze_doc(load_file(path), max_param_bytes=max_param_bytes)
+
+
+def _checked(graph: Graph) -> Pipeline:
+    if graph.errors:
+        raise SpecError(graph.diagnostics)
+    return Pipeline(graph, graph.warnings)
+
+
+def load(path: str | Path, *, max_param_bytes: Optional[int] = None) -> Pipeline:
+    """Load, validate, resolve and type-check a spec file; raises SpecError with every error."""
+    return _checked(analyze_file(path, max_param_bytes=max_param_bytes))
+
+
+def loads(text: str, file: str = "<string>", *, max_param_bytes: Optional[int] = None) -> Pipeline:
+    """Like `load`, from YAML text (sub-pipeline paths resolve from the current folder)."""
+    return _checked(analyze_doc(load_text(text, file), max_param_bytes=max_param_bytes))

@@ -1,0 +1,385 @@
+"""The spec language: pydantic models of a pipeline spec and the parser from YAML to them.
+
+Parsing is tolerant: it collects every error it finds (all blocks are checked) and keeps
+invalid blocks as nodes without params, so later stages (and the diagram) can still show
+where they sit. `parse` returns a `ParsedSpec`; its `diagnostics` say what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import errors as E
+from ._yaml import Doc
+from .block import Block
+from .errors import Diagnostic, Diagnostics, Location, did_you_mean
+from .params import NonNegInt, PosFloat, PosInt
+from .registry import load_blocks
+from .types import DTYPES, KINDS
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_]+)*$")
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED = ("block", "spec", "in", "repeat", "frozen", "overrides", "description")
+DEFAULT_MAX_PARAM_BYTES = 16 * 1024**3
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DimDecl(_Model):
+    """What is known about a symbolic dim: a divisor, and the sizes used to verify exports."""
+
+    multiple_of: PosInt = 1
+    sizes: Optional[list[PosInt]] = Field(default=None, min_length=2)
+    example: Optional[PosInt] = None
+    description: str = ""
+
+
+class Preprocess(_Model):
+    """How an image file becomes this input: resize (shorter side), center crop, scale, normalise."""
+
+    resize: Optional[PosInt] = None
+    crop: Optional[PosInt] = None
+    scale: PosFloat = 1.0 / 255.0
+    mean: Optional[list[float]] = None
+    std: Optional[list[PosFloat]] = None
+    channels: Literal["rgb", "bgr", "gray"] = "rgb"
+
+
+class InputDecl(_Model):
+    """A pipeline input: kind, symbolic shape and dtype (and optional preprocessing)."""
+
+    kind: str
+    shape: Optional[list[Union[int, str]]] = None
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+    preprocess: Optional[Preprocess] = None
+    description: str = ""
+
+
+class Limits(_Model):
+    max_param_bytes: PosInt = DEFAULT_MAX_PARAM_BYTES
+
+
+class PipelineSpec(_Model):
+    """A whole spec file. `blocks` values are validated per block type (see `parse`)."""
+
+    pipeline: str
+    description: str = ""
+    seed: NonNegInt = 0
+    weights: Optional[str] = None
+    dims: dict[str, DimDecl] = {}
+    inputs: dict[str, InputDecl] = Field(min_length=1)
+    blocks: dict[str, dict[str, Any]] = Field(min_length=1)
+    outputs: dict[str, str] = Field(min_length=1)
+    limits: Limits = Limits()
+
+
+@dataclass
+class Ref:
+    """A reference to a value: `node` (its only output) or `node.port`."""
+
+    node: str
+    port: Optional[str]
+    loc: Optional[Location] = None
+    path: str = ""
+
+    def __str__(self) -> str:
+        return self.node if self.port is None else f"{self.node}.{self.port}"
+
+
+Binding = Union[Ref, list[Ref]]
+
+
+@dataclass
+class BlockDecl:
+    """One entry of `blocks:` as written: a block type or a sub-pipeline, its wiring and params."""
+
+    name: str
+    type: Optional[str]              # registered block type, or None for a sub-pipeline
+    spec: Optional[str]              # sub-pipeline file, relative to this spec
+    params: Optional[Block]          # validated params; None when invalid or a sub-pipeline
+    raw_params: dict[str, Any]
+    bindings: Union[Binding, dict[str, Binding], None]
+    repeat: int = 1
+    frozen: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    loc: Optional[Location] = None
+    path: tuple = ()
+
+
+@dataclass
+class ParsedSpec:
+    spec: Optional[PipelineSpec]
+    blocks: dict[str, BlockDecl]
+    doc: Doc
+    diagnostics: list[Diagnostic]
+    outputs: dict[str, Ref] = field(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        return self.doc.file
+
+
+def dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _found(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (boolean)"
+    if isinstance(value, str):
+        return f'"{value}" (string)'
+    if isinstance(value, (int, float)):
+        return f"{value} ({type(value).__name__})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n", "true", "false"}
+
+
+def _hint(err: dict, raw: Optional[str], value: Any) -> Optional[str]:
+    typ = err["type"]
+    if isinstance(value, bool) and raw is not None and raw.lower() in _YAML11_BOOLS and raw.lower() not in ("true", "false"):
+        return f'YAML 1.1 reads unquoted `{raw}` as {str(value).lower()}; write "{raw}" in quotes if you mean the text'
+    if typ in ("string_type", "literal_error") and isinstance(value, float) and raw is not None:
+        return f'YAML reads `{raw}` as the number {value}; write "{raw}" in quotes to keep it as text'
+    if typ in ("int_type", "float_type") and isinstance(value, str):
+        try:
+            float(value)
+            return f"write {value} without quotes"
+        except ValueError:
+            return None
+    if typ == "int_type" and isinstance(value, bool):
+        return "a boolean is not a number here"
+    return None
+
+
+def _expected(err: dict) -> str:
+    typ = err["type"]
+    ctx = err.get("ctx") or {}
+    if typ == "greater_than_equal":
+        return f"a number >= {ctx.get('ge')}"
+    if typ == "greater_than":
+        return f"a number > {ctx.get('gt')}"
+    if typ in ("less_than", "less_than_equal"):
+        return f"a number {'<' if typ == 'less_than' else '<='} {ctx.get('lt', ctx.get('le'))}"
+    if typ == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    msg = err["msg"]
+    return msg[len("Input should be "):] if msg.startswith("Input should be ") else msg
+
+
+def pydantic_diagnostics(exc: ValidationError, doc: Doc, base: tuple, fields: list[str],
+                         what: str = "param") -> list[Diagnostic]:
+    """Turn pydantic's errors into located diagnostics under spec path `base`."""
+    out: list[Diagnostic] = []
+    seen: set[tuple] = set()
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in
+                                                                           ("int", "list[int]", "str", "float", "bool",
+                                                                            "literal['same']", "constrained-int"))))
+        # unions report one error per member: keep the first for each location
+        if loc in seen and err["type"] not in ("extra_forbidden", "missing"):
+            continue
+        seen.add(loc)
+        path = base + loc
+        typ = err["type"]
+        if typ == "extra_forbidden":
+            key = loc[-1]
+            parent_fields = fields if len(loc) == 1 else []
+            hint = did_you_mean(key, parent_fields) if parent_fields else None
+            out.append(Diagnostic(E.UNKNOWN_PARAM, f"unknown {what} `{key}`", loc=doc.key_loc(path), path=dotted(path),
+                                  expected=("one of: " + ", ".join(parent_fields)) if parent_fields else None,
+                                  found=str(key) if parent_fields else None, hint=hint))
+        elif typ == "missing":
+            out.append(Diagnostic(E.MISSING_PARAM, f"missing required {what} `{loc[-1]}`", loc=doc.loc(path[:-1]),
+                                  path=dotted(path), hint=f"add `{loc[-1]}: ...`"))
+        else:
+            value = err.get("input")
+            out.append(Diagnostic(E.INVALID_VALUE, f"invalid value for `{dotted(loc)}`", loc=doc.loc(path),
+                                  path=dotted(path), expected=_expected(err), found=_found(value),
+                                  hint=_hint(err, doc.raw(path), value)))
+    return out
+
+
+def parse_ref(text: Any, doc: Doc, path: tuple, diags: Diagnostics) -> Optional[Ref]:
+    loc = doc.loc(path)
+    if not isinstance(text, str):
+        diags.add(E.INVALID_VALUE, "a reference must be a string `block` or `block.port`", loc=loc,
+                  path=dotted(path), expected="`block` or `block.port`", found=_found(text))
+        return None
+    node, _, port = text.strip().partition(".")
+    if not NAME_RE.match(node) or (port and not IDENT_RE.match(port)):
+        diags.add(E.INVALID_VALUE, f"`{text}` is not a reference", loc=loc, path=dotted(path),
+                  expected="`block` or `block.port`", found=_found(text))
+        return None
+    return Ref(node, port or None, loc, dotted(path))
+
+
+def _parse_binding(value: Any, doc: Doc, path: tuple, diags: Diagnostics):
+    if isinstance(value, list):
+        if not value:
+            diags.add(E.BAD_BINDING, "an input list must not be empty", loc=doc.loc(path), path=dotted(path))
+            return None
+        refs = [parse_ref(v, doc, path + (i,), diags) for i, v in enumerate(value)]
+        return None if any(r is None for r in refs) else refs
+    return parse_ref(value, doc, path, diags)
+
+
+def parse_bindings(value: Any, doc: Doc, path: tuple, diags: Diagnostics):
+    if isinstance(value, dict):
+        out = {}
+        for port, v in value.items():
+            b = _parse_binding(v, doc, path + (port,), diags)
+            if b is not None:
+                out[str(port)] = b
+        return out
+    return _parse_binding(value, doc, path, diags)
+
+
+def _check_name(name: Any, doc: Doc, path: tuple, diags: Diagnostics, what: str, ident: bool = False) -> bool:
+    pattern = IDENT_RE if ident else NAME_RE
+    if not isinstance(name, str) or not pattern.match(name):
+        diags.add(E.BAD_NAME, f"`{name}` is not a valid {what} name", loc=doc.key_loc(path), path=dotted(path),
+                  expected="letters, digits and _, not starting with a digit", found=_found(name))
+        return False
+    return True
+
+
+def parse(doc: Doc) -> ParsedSpec:
+    """Validate a loaded document as a pipeline spec; collects every error it can find."""
+    registry = load_blocks()
+    diags = Diagnostics()
+    data = doc.data
+    top_fields = list(PipelineSpec.model_fields)
+    spec: Optional[PipelineSpec] = None
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        diags.extend(d for d in pydantic_diagnostics(exc, doc, (), top_fields, what="key")
+                     if not (d.path.startswith("blocks.") and d.path.count(".") >= 2))
+    for i, d in enumerate(diags.items):  # top-level unknown keys are structure errors
+        if d.code == E.UNKNOWN_PARAM and "." not in d.path:
+            d.code = E.UNKNOWN_FIELD
+            d.message = d.message.replace("unknown key", "unknown top-level key")
+        elif d.code == E.MISSING_PARAM and "." not in d.path:
+            d.code = E.UNKNOWN_FIELD
+            d.message = d.message.replace("missing required key", "missing required top-level key")
+
+    inputs = data.get("inputs") if isinstance(data.get("inputs"), dict) else {}
+    for name, decl in inputs.items():
+        if _check_name(name, doc, ("inputs", name), diags, "input", ident=True) and isinstance(decl, dict):
+            kind = decl.get("kind")
+            if isinstance(kind, str) and kind not in KINDS:
+                diags.add(E.INVALID_VALUE, f"unknown kind `{kind}`", loc=doc.loc(("inputs", name, "kind")),
+                          path=f"inputs.{name}.kind", expected="one of: " + ", ".join(KINDS), found=kind,
+                          hint=did_you_mean(kind, KINDS))
+
+    blocks: dict[str, BlockDecl] = {}
+    raw_blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
+    for name, body in raw_blocks.items():
+        path = ("blocks", name)
+        if not _check_name(name, doc, path, diags, "block"):
+            continue
+        if name in inputs:
+            diags.add(E.NAME_CLASH, f"block `{name}` has the same name as an input", loc=doc.key_loc(path),
+                      path=dotted(path), related=[("the input is declared", doc.key_loc(("inputs", name)))],
+                      hint="rename the block")
+            continue
+        if not isinstance(body, dict):
+            continue  # reported by the PipelineSpec model
+        decl = _parse_block(name, body, doc, path, registry, diags)
+        if decl is not None:
+            blocks[name] = decl
+
+    outputs: dict[str, Ref] = {}
+    raw_outputs = data.get("outputs") if isinstance(data.get("outputs"), dict) else {}
+    for name, ref in raw_outputs.items():
+        if _check_name(name, doc, ("outputs", name), diags, "output", ident=True):
+            r = parse_ref(ref, doc, ("outputs", name), diags)
+            if r is not None:
+                outputs[name] = r
+
+    for name, decl in (data.get("dims") or {}).items() if isinstance(data.get("dims"), dict) else []:
+        _check_name(name, doc, ("dims", name), diags, "dim", ident=True)
+
+    return ParsedSpec(spec, blocks, doc, diags.items, outputs)
+
+
+def _parse_block(name: str, body: dict, doc: Doc, path: tuple, registry, diags: Diagnostics) -> Optional[BlockDecl]:
+    btype, sub = body.get("block"), body.get("spec")
+    loc = doc.loc(path)
+    if btype is None and sub is None:
+        diags.add(E.MISSING_PARAM, f"block `{name}` needs `block: <type>` (or `spec: <file>` for a sub-pipeline)",
+                  loc=loc, path=dotted(path), hint="see `composer blocks` for the catalog")
+        return None
+    if btype is not None and sub is not None:
+        diags.add(E.INVALID_VALUE, f"block `{name}` sets both `block` and `spec`", loc=doc.key_loc(path + ("spec",)),
+                  path=dotted(path + ("spec",)), hint="use `block` for a block type, `spec` for a sub-pipeline file")
+        return None
+    for key, want in (("block", str), ("spec", str)):
+        if key in body and not isinstance(body[key], want):
+            diags.add(E.INVALID_VALUE, f"`{key}` must be a string", loc=doc.loc(path + (key,)),
+                      path=dotted(path + (key,)), expected="a string", found=_found(body[key]))
+            return None
+    repeat = body.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        diags.add(E.INVALID_VALUE, "`repeat` must be a positive integer", loc=doc.loc(path + ("repeat",)),
+                  path=dotted(path + ("repeat",)), expected="an integer >= 1", found=_found(repeat),
+                  hint=_hint({"type": "int_type"}, doc.raw(path + ("repeat",)), repeat))
+        repeat = 1
+    frozen = body.get("frozen", False)
+    if not isinstance(frozen, bool):
+        diags.add(E.INVALID_VALUE, "`frozen` must be true or false", loc=doc.loc(path + ("frozen",)),
+                  path=dotted(path + ("frozen",)), expected="a boolean", found=_found(frozen))
+        frozen = False
+    overrides = body.get("overrides", {})
+    if not isinstance(overrides, dict):
+        diags.add(E.INVALID_VALUE, "`overrides` must be a mapping of `block.param: value`",
+                  loc=doc.loc(path + ("overrides",)), path=dotted(path + ("overrides",)), found=_found(overrides))
+        overrides = {}
+    elif overrides and sub is None:
+        diags.add(E.BAD_OVERRIDE, "`overrides` only applies to sub-pipelines (`spec:`)",
+                  loc=doc.key_loc(path + ("overrides",)), path=dotted(path + ("overrides",)),
+                  hint="set the params directly on the block")
+    description = body.get("description", "")
+    bindings = parse_bindings(body["in"], doc, path + ("in",), diags) if "in" in body else None
+    raw_params = {k: v for k, v in body.items() if k not in RESERVED}
+    params = None
+    if btype is not None:
+        cls = registry.get(btype)
+        if cls is None:
+            public = [n for n, c in registry.items() if not c.internal]
+            diags.add(E.UNKNOWN_BLOCK, f"unknown block type `{btype}`", loc=doc.loc(path + ("block",)),
+                      path=dotted(path + ("block",)), found=btype,
+                      hint=did_you_mean(btype, public) or "run `composer blocks` to list the catalog")
+        else:
+            try:
+                params = cls.model_validate(raw_params)
+            except ValidationError as exc:
+                fields = [f for f in cls.model_fields]
+                diags.extend(pydantic_diagnostics(exc, doc, path, fields + list(RESERVED)))
+    elif raw_params:
+        for key in raw_params:
+            diags.add(E.UNKNOWN_PARAM, f"unknown key `{key}` on sub-pipeline block `{name}`",
+                      loc=doc.key_loc(path + (key,)), path=dotted(path + (key,)),
+                      hint="set a sub-pipeline's params with `overrides: {block.param: value}`")
+    return BlockDecl(name, btype, sub, params, raw_params, bindings, repeat, frozen, overrides,
+                     description if isinstance(description, str) else "", loc, path)
+
+
+def spec_dir(doc: Doc) -> Path:
+    return Path(doc.file).resolve().parent
