@@ -1,2 +1,3 @@
 """Vision blocks: CNN and ViT backbones and the parts they are made of (torchvision-compatible)."""
-from . import resnet  # noqa: F401
+from . import densenet, inception, resnet  # noqa: F401
+from . import efficientnet, layers, mobilenet, vit  # noqa: F401

@@ -1,0 +1,88 @@
+"""`composer build`: validate, compile, summarise and write every artifact of a pipeline.
+
+Artifacts go to `<out>/<pipeline>/`, each written atomically:
+  summary.md                 blocks, output types, params, MACs
+  <pipeline>.resolved.yaml   the flat spec (`composer resolve`)
+  report.json                figures, machine-readable
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from . import _io, emit, summary
+from .pipeline import Pipeline
+
+
+@dataclass
+class BuildResult:
+    folder: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
+
+
+Progress = Callable[[str], None]
+
+
+def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] = None,
+          progress: Optional[Progress] = None) -> BuildResult:
+    """Compile `pipe` and write its artifacts; returns where they are and the report."""
+    step = progress or (lambda msg: None)
+    folder = _io.ensure_dir(Path(out_dir) / pipe.name)
+    result = BuildResult(folder)
+    g = pipe.graph
+    times: dict[str, float] = {}
+
+    step("compiling")
+    t0 = time.perf_counter()
+    model = pipe.build(seed=seed)
+    times["compile_s"] = time.perf_counter() - t0
+
+    step("counting MACs")
+    t0 = time.perf_counter()
+    env = summary.example_env(g)
+    result.rows = summary.rows(g)
+    times["summary_s"] = time.perf_counter() - t0
+
+    report = result.report
+    report.update({
+        "pipeline": pipe.name,
+        "spec": str(pipe.file),
+        "seed": g.resolved.seed if seed is None else seed,
+        "inputs": {n: i.type.to_dict() for n, i in g.resolved.inputs.items()},
+        "outputs": {n: g.output_type(ref).to_dict() for n, ref in g.resolved.outputs.items()},
+        "blocks": len(result.rows),
+        "params": g.total_params(),
+        "frozen_params": sum(r.params for r in result.rows if r.frozen),
+        "frozen_blocks": [r.block for r in result.rows if r.frozen],
+        "macs": sum(r.macs or 0 for r in result.rows),
+        "macs_at": env,
+        "warnings": [d.to_dict() for d in pipe.warnings],
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "timings": times,
+    })
+
+    step("writing artifacts")
+    resolved_path = folder / f"{pipe.name}.resolved.yaml"
+    _io.write_text(resolved_path, emit.to_yaml(g.resolved))
+    result.artifacts["resolved"] = resolved_path
+
+    summary_path = folder / "summary.md"
+    svg_name = result.artifacts["svg"].name if "svg" in result.artifacts else None
+    _io.write_text(summary_path, summary.markdown(g, result.rows, env, svg_name))
+    result.artifacts["summary"] = summary_path
+
+    report["artifacts"] = {k: p.name for k, p in result.artifacts.items()} | {"report": "report.json"}
+    report_path = folder / "report.json"
+    _io.write_text(report_path, json.dumps(report, indent=2, default=str) + "\n")
+    result.artifacts["report"] = report_path
+    del model
+    return result

@@ -1,0 +1,25 @@
+"""The `composer` command line: one typer app; each command lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from . import blocks, build, resolve, schema, validate
+
+app = typer.Typer(
+    name="composer",
+    help="Typed YAML pipeline specs → validated DAGs, diagrams, torch modules and verified ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("validate")(validate.validate)
+app.command("build")(build.build)
+app.command("blocks")(blocks.blocks)
+app.command("schema")(schema.schema)
+app.command("resolve")(resolve.resolve)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,44 @@
+"""`composer validate SPEC...`: compiler-grade errors, or `ok` per file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import SpecError
+from ..pipeline import analyze_file
+from ._common import err, out, print_diagnostics
+
+
+def validate(
+    specs: List[Path] = typer.Argument(..., help="Spec files to check."),
+    max_param_memory: Optional[int] = typer.Option(None, help="Parameter memory limit in bytes (default 16 GiB)."),
+    as_json: bool = typer.Option(False, "--json", help="Print diagnostics as JSON."),
+) -> None:
+    """Check specs without building anything: syntax, params, references, types, memory."""
+    failed = False
+    report = {}
+    for spec in specs:
+        try:
+            graph = analyze_file(spec, max_param_bytes=max_param_memory)
+            diags = graph.diagnostics
+        except SpecError as exc:
+            diags = exc.diagnostics
+        errors = [d for d in diags if d.severity == "error"]
+        failed |= bool(errors)
+        if as_json:
+            report[str(spec)] = [d.to_dict() for d in diags]
+            continue
+        print_diagnostics(diags)
+        if errors:
+            err.print(f"{spec}: {len(errors)} error{'s' if len(errors) != 1 else ''}", style="red bold", markup=False)
+        else:
+            out.print(f"{spec}: ok" + (f" ({len(diags)} warning{'s' if len(diags) != 1 else ''})" if diags else ""),
+                      markup=False)
+    if as_json:
+        out.print(json.dumps(report, indent=2), markup=False)
+    if failed:
+        raise typer.Exit(2)

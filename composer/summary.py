@@ -1,0 +1,149 @@
+"""Per-block figures for summaries and diagrams: output types, parameters and MACs.
+
+MACs come from `torch.utils.flop_counter` on the meta device at example sizes, so no
+tensor is ever allocated; example sizes are each dim's `example`, else its first `sizes`
+entry, else 1 for `B` and 64 for others (rounded up to `multiple_of`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .dims import Dim, evaluate
+from .graph import Graph
+from .types import PortType
+
+_TORCH_DTYPES = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8, "bool": torch.bool,
+}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return _TORCH_DTYPES[name]
+
+
+def example_env(graph: Graph) -> dict[str, int]:
+    """A concrete size for every symbolic dim of the pipeline's inputs."""
+    r = graph.resolved
+    env: dict[str, int] = {}
+    for inp in r.inputs.values():
+        if inp.type is None or inp.type.shape is None:
+            continue
+        for d in inp.type.shape:
+            if isinstance(d, Dim):
+                for s in d.symbols():
+                    if s in env:
+                        continue
+                    decl = r.dims.get(s)
+                    m = decl.multiple_of if decl else 1
+                    if decl and decl.example:
+                        v = decl.example
+                    elif decl and decl.sizes:
+                        v = decl.sizes[0]
+                    else:
+                        v = 1 if s == "B" else 64
+                    env[s] = -(-v // m) * m
+    return env
+
+
+def example_inputs(graph: Graph, env: Optional[dict[str, int]] = None, device: str = "cpu",
+                   generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+    """Seeded example tensors for every input at the sizes in `env`."""
+    env = env or example_env(graph)
+    out = {}
+    for name, inp in graph.resolved.inputs.items():
+        t = inp.type
+        shape = [evaluate(d, env) for d in (t.shape or ())]
+        dtype = torch_dtype(t.dtype)
+        if device == "meta":
+            out[name] = torch.empty(shape, dtype=dtype, device="meta")
+        elif dtype.is_floating_point:
+            out[name] = torch.randn(shape, dtype=dtype, generator=generator)
+        elif dtype == torch.bool:
+            out[name] = torch.ones(shape, dtype=dtype)
+        else:
+            out[name] = torch.randint(0, 2, shape, dtype=dtype, generator=generator)
+    return out
+
+
+def macs_per_block(graph: Graph, env: Optional[dict[str, int]] = None) -> dict[str, int]:
+    """Multiply-accumulates of each block at example sizes, counted on the meta device."""
+    from .compile import compile_graph
+
+    model = compile_graph(graph, device="meta")
+    inputs = example_inputs(graph, env, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(**inputs)
+    counts = counter.get_flop_counts()
+    out = {}
+    for name in graph.order:
+        fqn = f"{type(model).__name__}.{name.replace('/', '.')}"
+        out[name] = sum(counts.get(fqn, {}).values()) // 2
+    return out
+
+
+@dataclass
+class Row:
+    block: str
+    type: str
+    outputs: dict[str, PortType]
+    params: int
+    macs: Optional[int]
+    frozen: bool = False
+
+
+def rows(graph: Graph, with_macs: bool = True) -> list[Row]:
+    macs = macs_per_block(graph) if with_macs and not graph.errors else {}
+    out = []
+    for name in graph.order:
+        node = graph.nodes[name]
+        if type(node.block).passthrough:
+            continue
+        out.append(Row(name, node.type, graph.types.get(name, {}), graph.params.get(name, 0), macs.get(name),
+                       node.frozen))
+    return out
+
+
+def human(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def shapes_text(outputs: dict[str, PortType]) -> str:
+    if len(outputs) == 1:
+        return str(next(iter(outputs.values())))
+    return "; ".join(f"{p}: {t}" for p, t in outputs.items())
+
+
+def markdown(graph: Graph, table: list[Row], env: dict[str, int], svg_name: Optional[str] = None) -> str:
+    r = graph.resolved
+    lines = [f"# {r.name}", ""]
+    if r.description:
+        lines += [r.description, ""]
+    if svg_name:
+        lines += [f"![{r.name}]({svg_name})", ""]
+    lines += ["## Inputs", "", "| input | type |", "|---|---|"]
+    for name, inp in r.inputs.items():
+        lines.append(f"| {name} | `{inp.type}` |")
+    lines += ["", "## Outputs", "", "| output | from | type |", "|---|---|---|"]
+    for name, ref in r.outputs.items():
+        lines.append(f"| {name} | `{ref}` | `{graph.output_type(ref)}` |")
+    sizes = ", ".join(f"{k}={v}" for k, v in env.items())
+    lines += ["", f"## Blocks (MACs at {sizes})", "", "| block | type | output | params | MACs |", "|---|---|---|---:|---:|"]
+    for row in table:
+        name = row.block + (" (frozen)" if row.frozen else "")
+        lines.append(f"| {name} | {row.type} | `{shapes_text(row.outputs)}` | {row.params:,} | {human(row.macs)} |")
+    total_macs = sum(r.macs or 0 for r in table)
+    frozen = sum(r.params for r in table if r.frozen)
+    lines += ["", f"**Total:** {graph.total_params():,} parameters ({frozen:,} frozen), {human(total_macs)} MACs.", ""]
+    return "\n".join(lines)
