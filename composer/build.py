@@ -33,7 +33,8 @@ Progress = Callable[[str], None]
 
 
 def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] = None,
-          progress: Optional[Progress] = None) -> BuildResult:
+          progress: Optional[Progress] = None, weights: Optional[str | Path] = None, save_weights: bool = False,
+          onnx: bool = True, verify: bool = True) -> BuildResult:
     """Compile `pipe` and write its artifacts; returns where they are and the report."""
     step = progress or (lambda msg: None)
     folder = _io.ensure_dir(Path(out_dir) / pipe.name)
@@ -45,6 +46,7 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
     t0 = time.perf_counter()
     model = pipe.build(seed=seed)
     times["compile_s"] = time.perf_counter() - t0
+    weights_step = _weights_step(pipe, model, folder, result, step, weights, save_weights)
 
     step("counting MACs")
     t0 = time.perf_counter()
@@ -70,6 +72,11 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
         "timings": times,
     })
 
+    if weights_step:
+        report["weights"] = weights_step
+    if onnx:
+        _export_step(pipe, model, folder, result, step, seed, verify)
+
     step("writing artifacts")
     resolved_path = folder / f"{pipe.name}.resolved.yaml"
     _io.write_text(resolved_path, emit.to_yaml(g.resolved))
@@ -86,3 +93,30 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
     result.artifacts["report"] = report_path
     del model
     return result
+
+
+def _weights_step(pipe: Pipeline, model, folder: Path, result: BuildResult, step: Progress,
+                  weights: Optional[str | Path], save_weights: bool) -> dict:
+    """`--weights` (load into the model) and `--save-weights` (write them as safetensors)."""
+    from .weights import load_weights, save_weights as save
+    info: dict = {}
+    if weights is not None:
+        step("loading weights")
+        info["loaded"] = load_weights(model, weights).to_dict()
+    if save_weights:
+        step("saving weights")
+        path = save(model, folder / f"{pipe.name}.safetensors")
+        result.artifacts["weights"] = path
+        info["saved"] = path.name
+    return info
+
+
+def _export_step(pipe: Pipeline, model, folder: Path, result: BuildResult, step: Progress,
+                 seed: Optional[int], verify: bool) -> None:
+    """Export `<pipeline>.onnx`, verified against torch; its figures go into report.json."""
+    from .export import export
+    path = folder / f"{pipe.name}.onnx"
+    rep = export(model, path, pipeline=pipe, seed=seed, verify=verify, progress=step)
+    result.artifacts["onnx"] = path
+    result.report["export"] = rep
+    result.report.setdefault("timings", {})["export_s"] = rep["total_seconds"]

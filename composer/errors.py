@@ -79,8 +79,9 @@ class Diagnostic:
         where = f"{self.loc}: " if self.loc else ""
         at = f" {self.path}:" if self.path else ""
         lines = [f"{where}{self.severity}[{self.code}]{at} {self.message}"]
-        if self.expected is not None or self.found is not None:
+        if self.expected is not None:
             lines.append(f"  expected: {self.expected}")
+        if self.found is not None:
             lines.append(f"  found:    {self.found}")
         for note, loc in self.related:
             lines.append(f"  note: {note} at {loc}")

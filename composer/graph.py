@@ -7,6 +7,7 @@ upstream error) are skipped rather than reported again.
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -112,8 +113,7 @@ def analyze(resolved: Resolved, *, max_param_bytes: Optional[int] = None) -> Gra
                       hint="a pipeline is a DAG: break the loop (repeat: N stacks a block N times)")
             in_cycle |= comp
 
-    acyclic = dag.subgraph([n for n in dag if n not in in_cycle])
-    order = [n for n in nx.lexicographical_topological_sort(acyclic, key=_order_key(nodes)) if n in nodes]
+    order = _topological(dag, nodes, in_cycle)
 
     # unused blocks: nothing of theirs reaches an output
     live: set[str] = set()
@@ -193,8 +193,9 @@ def analyze(resolved: Resolved, *, max_param_bytes: Optional[int] = None) -> Gra
     total = sum(params.values())
     if total * DTYPE_BYTES > limit:
         biggest = sorted(params.items(), key=lambda kv: -kv[1])[:3]
+        top = nodes[biggest[0][0]]
         diags.add(E.PARAM_MEMORY, "the parameters of this pipeline would not fit the memory limit",
-                  loc=resolved.inputs and next(iter(resolved.inputs.values())).loc or None, path="limits.max_param_bytes",
+                  loc=top.loc, path=top.path,
                   expected=f"at most {_gib(limit)} of float32 parameters",
                   found=f"{total:,} parameters = {_gib(total * DTYPE_BYTES)} (largest: "
                         + ", ".join(f"{n} {c:,}" for n, c in biggest) + ")",
@@ -206,9 +207,32 @@ def _gib(n: int) -> str:
     return f"{n / 1024**3:.1f} GiB"
 
 
-def _order_key(nodes: dict):
+def _topological(dag: nx.MultiDiGraph, nodes: dict, skip: set[str]) -> list[str]:
+    """Blocks in dependency order, ties broken by the order they are written in."""
     index = {n: i for i, n in enumerate(nodes)}
-    return lambda n: f"{index.get(n, -1):09d}"
+    indegree: dict[str, int] = {}
+    succ: dict[str, list[str]] = {}
+    for n in dag:
+        if n in skip:
+            continue
+        indegree.setdefault(n, 0)
+        for _, m in dag.out_edges(n):
+            if m in skip:
+                continue
+            succ.setdefault(n, []).append(m)
+            indegree[m] = indegree.get(m, 0) + 1
+    ready = [(index.get(n, -1), n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, n = heapq.heappop(ready)
+        if n in nodes:
+            order.append(n)
+        for m in succ.get(n, ()):
+            indegree[m] -= 1
+            if indegree[m] == 0:
+                heapq.heappush(ready, (index.get(m, -1), m))
+    return order
 
 
 def _kind_hint(found: str, accepted: tuple[str, ...]) -> Optional[str]:

@@ -17,12 +17,15 @@ from . import errors as E
 from ._yaml import Doc, load_file
 from .block import Block
 from .dims import DimLike, DimSyntaxError, parse_dim
+from pydantic import ValidationError
+
 from .errors import Diagnostic, Diagnostics, Location, SpecError, did_you_mean
 from .registry import load_blocks
 from .spec import BlockDecl, DimDecl, InputDecl, ParsedSpec, PipelineSpec, Ref, dotted, parse
 from .types import PortType
 
 MAX_INCLUDE_DEPTH = 16
+_FAILED = "!failed"
 
 
 @dataclass
@@ -75,7 +78,7 @@ class Scope:
 @dataclass
 class Input:
     name: str
-    decl: InputDecl
+    decl: Optional[InputDecl]                   # None when its declaration is invalid
     type: Optional[PortType]
     loc: Optional[Location]
 
@@ -133,7 +136,7 @@ class _Resolver:
         for decl in parsed.blocks.values():
             full = prefix + decl.name
             if decl.spec is not None:
-                exports[decl.name] = self.subpipeline(decl, doc, full, scope, stack, exports)
+                exports[decl.name] = self.subpipeline(decl, doc, full, scope, stack, exports) or {_FAILED: None}
                 continue
             copies = decl.repeat
             if copies > 1:
@@ -192,6 +195,8 @@ class _Resolver:
                            hint=did_you_mean(ref.node, exports) or None)
             return None
         target = exports[ref.node]
+        if _FAILED in target:  # a sub-pipeline that could not be loaded: already reported
+            return None
         if "*" in target:  # a plain block: the port is checked once its outputs are inferred
             base = target["*"]
             return Ref(base.node, ref.port, ref.loc, ref.path)
@@ -278,7 +283,7 @@ class _Resolver:
                 node.bad_bindings = True
                 continue
             out[port] = looked if variadic else looked[0]
-        if ports is not None:
+        if ports is not None and not node.bad_bindings:
             for port in cls.required_ports():
                 if port not in by_port:
                     self.diags.add(E.BAD_BINDING, f"input port `{port}` of `{node.name}` is not connected",
@@ -421,8 +426,20 @@ def resolve(parsed: ParsedSpec) -> Resolved:
     doc = parsed.doc
     dims = dict(spec.dims) if spec else {}
     inputs: dict[str, Input] = {}
-    raw_inputs = spec.inputs if spec else {}
+    if spec:
+        raw_inputs = dict(spec.inputs)
+    else:  # the spec as a whole is invalid (already reported): keep each input that is valid itself
+        raw_inputs = {}
+        data_inputs = doc.data.get("inputs") if isinstance(doc.data, dict) else None
+        for name, raw in (data_inputs.items() if isinstance(data_inputs, dict) else []):
+            try:
+                raw_inputs[name] = InputDecl.model_validate(raw)
+            except ValidationError:
+                raw_inputs[name] = None
     for name, decl in raw_inputs.items():
+        if decl is None:
+            inputs[name] = Input(name, None, None, doc.loc(("inputs", name)))
+            continue
         try:
             t = input_type(decl, dims)
         except DimSyntaxError as exc:
@@ -430,8 +447,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
                         expected="names, integers, + - * / // and floor()/ceil()", found=str(decl.shape))
             t = None
         inputs[name] = Input(name, decl, t, doc.loc(("inputs", name)))
-    input_refs = {name: Ref(name, None) for name in (raw_inputs or
-                  ((doc.data.get("inputs") or {}) if isinstance(doc.data.get("inputs"), dict) else {}))}
+    input_refs = {name: Ref(name, None) for name in raw_inputs}
     outputs = r.spec(parsed, "", (), (str(Path(doc.file).resolve()),), input_refs)
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,

@@ -182,25 +182,27 @@ def _expected(err: dict) -> str:
     return msg[len("Input should be "):] if msg.startswith("Input should be ") else msg
 
 
+_UNION_TAG = re.compile(r"^(constrained-)?(int|str|float|bool|list|dict|none|tuple|function-[a-z-]+)(\[.*\])?$"
+                        r"|^literal\[.*\]$|^union\[.*\]$|^function-")
+
+
 def pydantic_diagnostics(exc: ValidationError, doc: Doc, base: tuple, fields: list[str],
-                         what: str = "param") -> list[Diagnostic]:
-    """Turn pydantic's errors into located diagnostics under spec path `base`."""
+                         what: str = "param", extra_names: tuple = ()) -> list[Diagnostic]:
+    """Turn pydantic's errors into located diagnostics under spec path `base`.
+
+    A union param (`kernel: 3 | [3, 3]`) fails once per member; those merge into one
+    diagnostic whose `expected` lists every alternative.
+    """
     out: list[Diagnostic] = []
-    seen: set[tuple] = set()
+    by_loc: dict[tuple, Diagnostic] = {}
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in
-                                                                           ("int", "list[int]", "str", "float", "bool",
-                                                                            "literal['same']", "constrained-int"))))
-        # unions report one error per member: keep the first for each location
-        if loc in seen and err["type"] not in ("extra_forbidden", "missing"):
-            continue
-        seen.add(loc)
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG.match(p)))
         path = base + loc
         typ = err["type"]
         if typ == "extra_forbidden":
             key = loc[-1]
             parent_fields = fields if len(loc) == 1 else []
-            hint = did_you_mean(key, parent_fields) if parent_fields else None
+            hint = did_you_mean(key, parent_fields + list(extra_names)) if parent_fields else None
             out.append(Diagnostic(E.UNKNOWN_PARAM, f"unknown {what} `{key}`", loc=doc.key_loc(path), path=dotted(path),
                                   expected=("one of: " + ", ".join(parent_fields)) if parent_fields else None,
                                   found=str(key) if parent_fields else None, hint=hint))
@@ -209,9 +211,18 @@ def pydantic_diagnostics(exc: ValidationError, doc: Doc, base: tuple, fields: li
                                   path=dotted(path), hint=f"add `{loc[-1]}: ...`"))
         else:
             value = err.get("input")
-            out.append(Diagnostic(E.INVALID_VALUE, f"invalid value for `{dotted(loc)}`", loc=doc.loc(path),
-                                  path=dotted(path), expected=_expected(err), found=_found(value),
-                                  hint=_hint(err, doc.raw(path), value)))
+            if loc in by_loc:
+                d = by_loc[loc]
+                alt = _expected(err)
+                if alt not in d.expected.split(" | "):
+                    d.expected += f" | {alt}"
+                d.hint = d.hint or _hint(err, doc.raw(path), value)
+                continue
+            d = Diagnostic(E.INVALID_VALUE, f"invalid value for `{dotted(loc)}`", loc=doc.loc(path),
+                           path=dotted(path), expected=_expected(err), found=_found(value),
+                           hint=_hint(err, doc.raw(path), value))
+            by_loc[loc] = d
+            out.append(d)
     return out
 
 
@@ -371,7 +382,7 @@ def _parse_block(name: str, body: dict, doc: Doc, path: tuple, registry, diags: 
                 params = cls.model_validate(raw_params)
             except ValidationError as exc:
                 fields = [f for f in cls.model_fields]
-                diags.extend(pydantic_diagnostics(exc, doc, path, fields + list(RESERVED)))
+                diags.extend(pydantic_diagnostics(exc, doc, path, fields, extra_names=RESERVED))
     elif raw_params:
         for key in raw_params:
             diags.add(E.UNKNOWN_PARAM, f"unknown key `{key}` on sub-pipeline block `{name}`",

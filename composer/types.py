@@ -83,7 +83,10 @@ class PortType:
             changes["meta"] = tuple(changes["meta"].items())
         if "fields" in changes and isinstance(changes["fields"], Mapping):
             changes["fields"] = tuple(changes["fields"].items())
-        return replace(self, **changes)
+        new = object.__new__(PortType)
+        for f in ("kind", "shape", "dtype", "fields", "meta"):
+            object.__setattr__(new, f, changes[f] if f in changes else getattr(self, f))
+        return new
 
     def __str__(self) -> str:
         parts = [self.kind]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from . import blocks, build, resolve, schema, validate
+from . import export, run
 
 app = typer.Typer(
     name="composer",
@@ -19,6 +20,8 @@ app.command("build")(build.build)
 app.command("blocks")(blocks.blocks)
 app.command("schema")(schema.schema)
 app.command("resolve")(resolve.resolve)
+app.command("export")(export.export)
+app.command("run")(run.run)
 
 
 def main() -> None:

@@ -21,6 +21,9 @@ def build(
     out_dir: Path = typer.Option(Path("build"), "-o", "--out", help="Artifacts go to OUT/<pipeline>/."),
     seed: Optional[int] = typer.Option(None, help="Weight init seed (default: the spec's `seed`)."),
     max_param_memory: Optional[int] = typer.Option(None, help="Parameter memory limit in bytes (default 16 GiB)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to load: .safetensors, .pt or .pth."),
+    save_weights: bool = typer.Option(False, "--save-weights", help="Write the weights as <pipeline>.safetensors."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export <pipeline>.onnx, verified against torch."),
 ) -> None:
     """Validate, compile and summarise a pipeline; writes its artifacts atomically."""
     with handled():
@@ -29,7 +32,8 @@ def build(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
             task = bar.add_task(f"building {pipe.name}")
             result = build_lib.build(pipe, out_dir, seed=seed,
-                                     progress=lambda msg: bar.update(task, description=f"{pipe.name}: {msg}"))
+                                     progress=lambda msg: bar.update(task, description=f"{pipe.name}: {msg}"),
+                                     weights=weights, save_weights=save_weights, onnx=onnx)
         print_summary(result)
 
 

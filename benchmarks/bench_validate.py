@@ -1,0 +1,258 @@
+"""Validation throughput: load + parse + resolve + type-infer generated specs of 1k, 10k, 50k blocks.
+
+The generated spec is a realistic mix: a convolutional trunk of residual units
+(conv2d → batchnorm → relu → conv2d → add with the unit's input, with an occasional maxpool)
+followed by a global pool and a tower of pre-norm residual dense units
+(layernorm → dense → gelu → dropout → dense → add), then a head and a softmax.
+Every block reaches the output, so the spec validates with no errors and no warnings.
+
+Measures `composer.pipeline.analyze_file` (returns the typed graph) and `composer.load`
+(the same, raising on errors) separately, the median of a few repetitions per size, and
+reports time per block at each size and the 50k/10k time ratio (linear growth: 5.0).
+Targets (issue 2): 10k blocks ≤ 1 s; growth linear.
+
+    .venv/bin/python benchmarks/bench_validate.py [--sizes 1000,10000,50000] [--reps 5] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import composer  # noqa: E402
+from composer.pipeline import analyze_file  # noqa: E402
+from composer.registry import load_blocks  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION = "## Validation"
+TARGET_10K_S = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# spec generation
+
+
+def generate_spec(n_blocks: int, *, conv_fraction: float = 0.2) -> str:
+    """YAML text of a valid spec with exactly `n_blocks` blocks (n_blocks >= 20)."""
+    if n_blocks < 20:
+        raise ValueError("need at least 20 blocks")
+    lines = [
+        f"pipeline: generated_{n_blocks}",
+        f"description: generated benchmark spec with {n_blocks} blocks",
+        "seed: 0",
+        "dims:",
+        "  B: {sizes: [1, 2], example: 1}",
+        "  H: {multiple_of: 8, sizes: [32, 64], example: 32}",
+        "  W: {multiple_of: 8, sizes: [32, 64], example: 32}",
+        "inputs:",
+        "  image: {kind: image, shape: [B, 3, H, W], dtype: float32}",
+        "blocks:",
+    ]
+    count = 0
+
+    def add(name: str, body: str) -> None:
+        nonlocal count
+        lines.append(f"  {name}: {{{body}}}")
+        count += 1
+
+    ch = 16
+    feat = 64
+    add("stem", f"block: conv2d, in: image, out_channels: {ch}, kernel: 3, padding: 1")
+    prev = "stem"
+    conv_budget = int(n_blocks * conv_fraction)
+    # tail: gap, proj, head, probs = 4 blocks; dense units are 6 blocks, conv units 5 (+1 pool)
+    pools = 0
+    i = 0
+    while count + 5 <= conv_budget:
+        u = f"c{i}"
+        add(f"{u}_conv1", f"block: conv2d, in: {prev}, out_channels: {ch}, kernel: 3, padding: 1, bias: false")
+        add(f"{u}_bn", f"block: batchnorm, in: {u}_conv1")
+        add(f"{u}_act", f"block: relu, in: {u}_bn")
+        add(f"{u}_conv2", f"block: conv2d, in: {u}_act, out_channels: {ch}, kernel: 3, padding: 1")
+        add(f"{u}_add", f"block: add, in: [{prev}, {u}_conv2]")
+        prev = f"{u}_add"
+        if i % 50 == 49 and pools < 3 and count + 1 <= conv_budget:
+            add(f"{u}_pool", f"block: maxpool, in: {prev}, kernel: 2")
+            prev = f"{u}_pool"
+            pools += 1
+        i += 1
+    add("gap", f"block: global_avg_pool, in: {prev}")
+    add("proj", f"block: dense, in: gap, out_features: {feat}")
+    prev = "proj"
+    i = 0
+    while count + 6 + 2 <= n_blocks:
+        u = f"d{i}"
+        add(f"{u}_norm", f"block: layernorm, in: {prev}")
+        add(f"{u}_fc1", f"block: dense, in: {u}_norm, out_features: {2 * feat}")
+        add(f"{u}_act", f"block: gelu, in: {u}_fc1")
+        add(f"{u}_drop", f"block: dropout, in: {u}_act, p: 0.1")
+        add(f"{u}_fc2", f"block: dense, in: {u}_drop, out_features: {feat}")
+        add(f"{u}_add", f"block: add, in: {{xs: [{prev}, {u}_fc2]}}")
+        prev = f"{u}_add"
+        i += 1
+    # pad with element-wise blocks so the count is exact
+    j = 0
+    while count + 2 < n_blocks:
+        kind = ("relu", "tanh", "sigmoid", "silu", "identity")[j % 5]
+        add(f"pad{j}", f"block: {kind}, in: {prev}")
+        prev = f"pad{j}"
+        j += 1
+    add("head", f"block: dense, in: {prev}, out_features: 10")
+    add("probs", "block: softmax, in: head")
+    lines += ["outputs:", "  logits: head", "  probs: probs", ""]
+    assert count == n_blocks, (count, n_blocks)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement
+
+
+def _timed(fn, path: Path) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call. CPU time is what other users of the
+    shared machine disturb least; wall time is what a user waits."""
+    gc.collect()
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = fn(path)
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    del result
+    return dt, dc
+
+
+def measure(sizes: list[int], reps: int) -> list[dict]:
+    load_blocks()  # import the catalog and plugins once, outside the timings
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = Path(tmp) / f"gen_{n}.yaml"
+            path.write_text(generate_spec(n), encoding="utf-8")
+            graph = analyze_file(path)  # warm-up, and check the spec is clean
+            if graph.diagnostics:
+                raise SystemExit(f"generated {n}-block spec is not clean:\n"
+                                 + "\n".join(d.format() for d in graph.diagnostics[:5]))
+            assert len(graph.order) == n, (len(graph.order), n)
+            del graph
+            r = max(1, reps if n <= 10_000 else max(3, reps // 2))
+            a, l = [], []
+            for _ in range(r):  # alternate the two entry points so drift hits both alike
+                a.append(_timed(analyze_file, path))
+                l.append(_timed(composer.load, path))
+            med = statistics.median
+            row = {
+                "blocks": n, "bytes": path.stat().st_size, "reps": r,
+                "analyze_s": med(t for t, _ in a), "load_s": med(t for t, _ in l),
+                "analyze_cpu_s": med(c for _, c in a), "load_cpu_s": med(c for _, c in l),
+            }
+            rows.append(row)
+            print(f"{n:>7} blocks  analyze_file {row['analyze_s'] * 1e3:8.1f} ms "
+                  f"({row['analyze_s'] / n * 1e6:6.1f} µs/block)   load {row['load_s'] * 1e3:8.1f} ms "
+                  f"({row['load_s'] / n * 1e6:6.1f} µs/block)   cpu {row['load_cpu_s'] * 1e3:8.1f} ms   [median of {r}]",
+                  flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# RESULTS.md
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) one `## ` section of RESULTS.md, leaving every other section alone."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda m: block + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def report(rows: list[dict]) -> str:
+    by = {r["blocks"]: r for r in rows}
+    out = [
+        f"`benchmarks/bench_validate.py`, {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC. "
+        f"Machine: {machine()}.",
+        "",
+        "Generated specs (conv2d/batchnorm/relu/add residual units with maxpools, then "
+        "layernorm/dense/gelu/dropout/dense/add residual units; every block reaches the output). "
+        "Time = read + YAML + parse + resolve + type inference + param estimate; median of the "
+        "repetitions shown, gc collected before each.",
+        "",
+        "| blocks | spec size | reps | `analyze_file` wall | µs/block | `composer.load` wall | µs/block "
+        "| `composer.load` CPU | µs/block |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        n = r["blocks"]
+        out.append(f"| {n:,} | {r['bytes'] / 1024:,.0f} KiB | {r['reps']} | {r['analyze_s'] * 1e3:,.0f} ms | "
+                   f"{r['analyze_s'] / n * 1e6:.1f} | {r['load_s'] * 1e3:,.0f} ms | {r['load_s'] / n * 1e6:.1f} | "
+                   f"{r['load_cpu_s'] * 1e3:,.0f} ms | {r['load_cpu_s'] / n * 1e6:.1f} |")
+    out.append("")
+    if 10_000 in by:
+        t = by[10_000]["load_s"]
+        out.append(f"- 10k blocks: `composer.load` {t:.2f} s wall ({by[10_000]['load_cpu_s']:.2f} s CPU) — "
+                   f"target ≤ {TARGET_10K_S:.0f} s: "
+                   f"**{'met' if t <= TARGET_10K_S else 'NOT met'}**.")
+    if 10_000 in by and 50_000 in by:
+        ra = by[50_000]["analyze_s"] / by[10_000]["analyze_s"]
+        rl = by[50_000]["load_s"] / by[10_000]["load_s"]
+        rc = by[50_000]["load_cpu_s"] / by[10_000]["load_cpu_s"]
+        verdict = "linear" if rc <= 6.0 else "worse than linear"
+        out.append(f"- Growth 10k → 50k (5× the blocks): wall `analyze_file` ×{ra:.2f}, `composer.load` ×{rl:.2f}; "
+                   f"CPU `composer.load` ×{rc:.2f} (5.00 is linear) — **{verdict}**.")
+    if 1_000 in by and 10_000 in by:
+        r = by[10_000]["load_cpu_s"] / by[1_000]["load_cpu_s"]
+        out.append(f"- Growth 1k → 10k (10× the blocks): CPU `composer.load` ×{r:.2f}.")
+    out.append("- Shared 2-core machine: absolute times vary run to run; the per-block column and the "
+               "ratios are the figures to compare.")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,50000")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = measure(sizes, args.reps)
+    text = report(rows)
+    print()
+    print(text)
+    if not args.no_write:
+        write_section(RESULTS, SECTION, text)
+        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

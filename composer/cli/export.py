@@ -1,0 +1,79 @@
+"""`composer export SPEC -o model.onnx`: export to ONNX, verified against torch in onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from .. import _io
+from ..export import export as export_lib
+from ..pipeline import load
+from ._common import err, handled, out, print_diagnostics
+
+
+def export(
+    spec: Path = typer.Argument(..., help="The spec to export."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The .onnx file (default: <pipeline>.onnx)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to load: .safetensors, .pt or .pth."),
+    fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights and compute; float32 inputs/outputs."),
+    static: bool = typer.Option(False, "--static", help="Fix every dim at its example size."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check against torch in onnxruntime."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Weight init seed (default: the spec's `seed`)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write the export report as JSON."),
+) -> None:
+    """Export a pipeline to ONNX; the file is written only when it matches torch."""
+    with handled():
+        pipe = load(spec)
+        print_diagnostics(pipe.warnings)
+        target = output or Path(f"{pipe.name}.onnx")
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
+            task = bar.add_task(f"exporting {pipe.name}")
+            rep = export_lib(pipe, target, weights=weights, fp16=fp16, static=static, opset=opset, verify=verify,
+                             seed=seed, progress=lambda msg: bar.update(task, description=f"{pipe.name}: {msg}"))
+        print_report(rep)
+        if report is not None:
+            _io.write_text(report, json.dumps(rep, indent=2) + "\n")
+            out.print(f"  report    {report}", markup=False)
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def print_report(rep: dict) -> None:
+    size = rep["file_bytes"]
+    human = f"{size / 1024**2:.1f} MiB" if size >= 1024**2 else f"{size / 1024:.1f} KiB"
+    exporter = rep["exporter"] + (f" ({rep['exporter_reason']})" if rep.get("exporter_reason") else "")
+    out.print(f"{rep['path']}  {human}, opset {rep['opset']}, {exporter} exporter, "
+              f"{'fp16' if rep['fp16'] else 'fp32'}{', static' if rep['static'] else ''}, "
+              f"{rep['export_seconds']:.1f} s", markup=False)
+    if rep.get("weights"):
+        w = rep["weights"]
+        out.print(f"  weights   {w['file']} ({w['strategy']}, {w['loaded']} tensors)", markup=False)
+    for kind in ("inputs", "outputs"):
+        for v in rep[kind]:
+            out.print(f"  {kind[:-1]:<9} {v['name']} {_dims(v['shape'])} {v['dtype']}", markup=False)
+    ver = rep.get("verification")
+    if not ver:
+        out.print("  not verified (--no-verify)", style="yellow", markup=False)
+        return
+    table = Table(title=escape(f"onnxruntime ({ver['provider']}) vs torch: atol {ver['atol']:g}, rtol {ver['rtol']:g}"))
+    table.add_column("sizes")
+    table.add_column("output")
+    table.add_column("shape")
+    table.add_column("max abs diff", justify="right")
+    table.add_column("max rel diff", justify="right")
+    for run in ver["runs"]:
+        sizes = ", ".join(f"{k}={v}" for k, v in run["sizes"].items()) or "fixed"
+        for name, c in run["outputs"].items():
+            table.add_row(sizes, escape(name), _dims(c["shape"]), f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}")
+            sizes = ""
+    out.print(table)
+    out.print("verified: onnxruntime matches torch", style="green", markup=False)

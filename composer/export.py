@@ -1,0 +1,577 @@
+"""Export a pipeline to ONNX, verify it against torch, and write it atomically.
+
+    report = composer.export(pipe, "build/model.onnx")            # verified, or ComposerError
+
+Steps, each of which can fail with a `ComposerError` (exit code 1) that leaves no file at the
+target and any earlier file there intact:
+
+1. build the module (or take the one given), load `weights=` if any, switch to eval mode;
+2. run it once in torch at the traced sizes and check every pipeline output is a tensor;
+3. `torch.onnx.export(..., dynamo=True)`; the legacy TorchScript exporter (`dynamo=False`) only
+   when a block of the pipeline declares `onnx_exporter = "legacy"` (see docs/export.md);
+   ONNX input/output names are the spec's, every symbolic input dim is a named dynamic dim;
+4. strip metadata that would make the bytes differ run to run (stack traces);
+5. write to a temporary file in the target folder (external data next to it over 2 GiB);
+6. `onnx.checker` full check, then onnxruntime (CPU provider) against torch at two or more
+   sizes of every dynamic dim, with max absolute and relative differences per output;
+7. `os.replace` into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .dims import Dim, format_dim
+from .errors import ComposerError
+from .inputs import InputSpec, concrete_shape, default_sizes, random_inputs, specs_from_pipeline, symbols_of
+
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2   # protobuf's 2 GiB limit, with room for the graph
+TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2)}   # (atol, rtol)
+STRIP_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+class ExportError(ComposerError):
+    """An export or its verification failed (exit code 1); nothing was written."""
+
+
+@dataclass
+class DimPlan:
+    """A symbolic input dim: the size the export traces at and the sizes it is verified at."""
+
+    name: str
+    multiple_of: int
+    trace: int
+    sizes: list[int]
+
+
+# ---- planning ------------------------------------------------------------------------------
+
+
+def plan_dims(pipe, specs: Mapping[str, InputSpec], static: bool = False) -> dict[str, DimPlan]:
+    """Trace and verification sizes for every symbolic dim of the inputs."""
+    dims = pipe.resolved.dims
+    plans = {}
+    for name in symbols_of(specs):
+        decl = dims.get(name)
+        m = decl.multiple_of if decl is not None else 1
+        sizes = list(decl.sizes) if decl is not None and decl.sizes else default_sizes(name, m)
+        # trace at a size > 1 (torch.export fixes dims traced at 0 or 1) that is declared
+        candidates = ([decl.example] if decl is not None and decl.example else []) + sizes
+        trace = next((s for s in candidates if s > 1), None) or max(2, m)
+        if static:
+            trace = (decl.example if decl is not None and decl.example else sizes[0])
+            sizes = [trace]
+        plans[name] = DimPlan(name, m, trace, sizes)
+    return plans
+
+
+def size_configs(plans: Mapping[str, DimPlan]) -> list[dict[str, int]]:
+    """Verification runs: run i takes the i-th size of every dim (cycling shorter lists)."""
+    n = max((len(p.sizes) for p in plans.values()), default=1)
+    return [{name: p.sizes[i % len(p.sizes)] for name, p in plans.items()} for i in range(n)]
+
+
+def _dynamic_name(d) -> Optional[str]:
+    if isinstance(d, Dim):
+        syms = d.symbols()
+        return str(d) if len(syms) == 1 and str(d) in syms else format_dim(d)
+    return None
+
+
+# ---- the module the exporter sees ----------------------------------------------------------
+
+
+def _export_view(model: nn.Module, input_names, output_names, fp16: bool) -> nn.Module:
+    """A view of `model` (same submodules, so ONNX initializers keep the pipeline's names) whose
+    forward takes the inputs positionally and returns the outputs as a tuple; with `fp16`
+    it casts float inputs to half and float outputs back to float32."""
+    base = type(model)
+    ins, outs = tuple(input_names), tuple(output_names)
+
+    def forward(self, *args):
+        kw = {}
+        for n, a in zip(ins, args):
+            kw[n] = a.half() if fp16 and a.is_floating_point() else a
+        result = base.forward(self, **kw)
+        values = []
+        for n in outs:
+            v = result[n]
+            values.append(v.float() if fp16 and v.is_floating_point() else v)
+        return tuple(values)
+
+    import inspect
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ins]
+    forward.__signature__ = inspect.Signature(params)   # torch.export matches dynamic_shapes by name
+    view_cls = type(base.__name__, (base,), {"forward": forward, "__module__": base.__module__})
+    view = copy.copy(model)          # shares _modules/_parameters: same tensors, same names
+    view.__class__ = view_cls
+    return view
+
+
+def _check_outputs(result: Any, output_names, pipe_name: str) -> None:
+    if not isinstance(result, Mapping):
+        raise ExportError(f"pipeline `{pipe_name}`: forward returned a {type(result).__name__}, expected a dict "
+                          "of named outputs")
+    for n in output_names:
+        v = result.get(n)
+        if not isinstance(v, torch.Tensor):
+            what = type(v).__name__
+            if isinstance(v, Mapping):
+                what = f"dict of {len(v)} tensors ({', '.join(map(str, v))})"
+            elif isinstance(v, (tuple, list)):
+                what = f"{type(v).__name__} of {len(v)} values"
+            raise ExportError(f"pipeline `{pipe_name}`: output `{n}` is a {what}, not a tensor; ONNX outputs "
+                              "must be tensors",
+                              )
+
+
+def _legacy_blocks(pipe) -> list[tuple[str, str]]:
+    """Blocks that ask for the legacy exporter: (node name, reason)."""
+    out = []
+    if pipe is None:
+        return out
+    for name, node in pipe.graph.nodes.items():
+        cls = type(node.block)
+        if getattr(cls, "onnx_exporter", "dynamo") == "legacy":
+            out.append((name, getattr(cls, "onnx_exporter_reason", "") or f"`{cls.name}` needs it"))
+    return out
+
+
+def _short(exc: BaseException, lines: int = 12) -> str:
+    text = [l for l in str(exc).strip().splitlines() if l.strip()]
+    body = "\n    ".join(text[:lines]) + ("\n    …" if len(text) > lines else "")
+    return f"{type(exc).__name__}: {body}"
+
+
+# ---- ONNX post-processing ------------------------------------------------------------------
+
+
+def _clean(proto) -> None:
+    """Drop metadata that differs run to run (stack traces, FX node dumps)."""
+    def strip(props):
+        keep = [p for p in props if p.key not in STRIP_METADATA]
+        if len(keep) != len(props):
+            del props[:]
+            props.extend(keep)
+
+    def graph(g):
+        for n in g.node:
+            strip(n.metadata_props)
+            for a in n.attribute:
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+        for v in list(g.value_info) + list(g.input) + list(g.output) + list(g.initializer):
+            strip(v.metadata_props)
+
+    graph(proto.graph)
+    for f in proto.functions:
+        for n in f.node:
+            strip(n.metadata_props)
+
+
+def _set_metadata(proto, meta: Mapping[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for k, v in meta.items():
+        if k in existing:
+            existing[k].value = v
+        else:
+            p = proto.metadata_props.add()
+            p.key, p.value = k, v
+
+
+def _value_dims(vi) -> list:
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        out.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else "?"))
+    return out
+
+
+def _elem_name(vi) -> str:
+    from .inputs import ONNX_ELEM_DTYPES
+    return ONNX_ELEM_DTYPES.get(vi.type.tensor_type.elem_type, str(vi.type.tensor_type.elem_type))
+
+
+def _initializer_bytes(proto) -> int:
+    return sum(len(t.raw_data) or t.ByteSize() for t in proto.graph.initializer)
+
+
+# ---- comparison ----------------------------------------------------------------------------
+
+
+def compare(got: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> dict:
+    """Max abs and rel differences, and whether every element is within atol + rtol*|ref|."""
+    if got.shape != ref.shape:
+        return {"shape": list(ref.shape), "onnx_shape": list(got.shape), "max_abs": None, "max_rel": None,
+                "ok": False}
+    a = got.astype(np.float64)
+    b = ref.astype(np.float64)
+    if a.size == 0:
+        return {"shape": list(ref.shape), "max_abs": 0.0, "max_rel": 0.0, "ok": True}
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    nan_ok = bool(np.array_equal(nan_a, nan_b))
+    both = ~(nan_a | nan_b)
+    diff = np.abs(a - b)
+    diff = np.where(both, diff, 0.0)
+    inf_ok = bool(np.array_equal(np.isinf(a), np.isinf(b))) and bool(np.all(a[np.isinf(a)] == b[np.isinf(a)]))
+    finite = both & np.isfinite(a) & np.isfinite(b)
+    d = np.where(finite, diff, 0.0)
+    mag = np.abs(b)
+    big = finite & (mag > atol)    # relative error only where the reference is not ~0
+    max_rel = float(np.max(d[big] / mag[big])) if big.any() else 0.0
+    ok = nan_ok and inf_ok and bool(np.all(d <= atol + rtol * mag))
+    return {"shape": list(ref.shape), "max_abs": float(d.max()), "max_rel": max_rel, "ok": ok}
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+
+def _prepare_target(path: Path) -> Path:
+    folder = path.parent
+    if path.exists() and path.is_dir():
+        raise ExportError(f"cannot write {path}: it is a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write to output folder {folder}: permission denied")
+    return folder
+
+
+def _write_temp(proto, path: Path, external: bool) -> tuple[Path, Optional[str], Path]:
+    """Write `proto` beside `path`; returns (temp model path, external data name, temp holder)."""
+    import onnx
+
+    folder = path.parent
+    try:
+        if not external:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                f.write(proto.SerializeToString(deterministic=True))
+                f.flush()
+                os.fsync(f.fileno())
+            return Path(tmp), None, Path(tmp)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=folder))
+        data_name = path.name + ".data"          # a plain file name inside the output folder
+        onnx.save_model(proto, str(tmpdir / path.name), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        return tmpdir / path.name, data_name, tmpdir
+    except OSError as exc:
+        raise ExportError(f"cannot write to output folder {folder}: {exc.strerror or exc}") from None
+
+
+def _discard(holder: Optional[Path]) -> None:
+    if holder is None or not holder.exists():
+        return
+    if holder.is_dir():
+        shutil.rmtree(holder, ignore_errors=True)
+    else:
+        holder.unlink(missing_ok=True)
+
+
+def _commit(tmp_model: Path, data_name: Optional[str], holder: Path, path: Path) -> None:
+    if data_name is None:
+        os.replace(tmp_model, path)
+        return
+    os.replace(holder / data_name, path.parent / data_name)
+    os.replace(tmp_model, path)
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+# ---- verification --------------------------------------------------------------------------
+
+
+def verify_onnx(onnx_path: Path, reference: nn.Module, specs: Mapping[str, InputSpec], configs: list[dict[str, int]],
+                output_names, atol: float, rtol: float, seed: int = 0) -> dict:
+    """onnxruntime (CPU provider) against `reference` (a torch module taking **inputs, returning a
+    dict) at each size configuration; returns the per-run figures."""
+    from .runtime import Session
+
+    sess = Session(onnx_path, device="cpu")
+    runs = []
+    worst_abs = worst_rel = 0.0
+    ok = True
+    for i, env in enumerate(configs):
+        inputs = random_inputs(specs, env, seed=seed + i)
+        with torch.no_grad():
+            ref = reference(**inputs)
+        try:
+            got = sess.run({k: v.numpy() for k, v in inputs.items()})
+        except ComposerError as exc:
+            raise ExportError(f"onnxruntime could not run the exported model at {_sizes(env)}: {exc}") from None
+        outs = {}
+        for n in output_names:
+            r = ref[n].detach().float().cpu().numpy() if ref[n].is_floating_point() else ref[n].cpu().numpy()
+            c = compare(got[n], r, atol, rtol)
+            outs[n] = c
+            ok = ok and c["ok"]
+            if c["max_abs"] is not None:
+                worst_abs = max(worst_abs, c["max_abs"])
+                worst_rel = max(worst_rel, c["max_rel"])
+        runs.append({"sizes": dict(env), "outputs": outs})
+    return {"provider": sess.providers[0], "atol": atol, "rtol": rtol, "runs": runs,
+            "max_abs": worst_abs, "max_rel": worst_rel, "passed": ok}
+
+
+def _sizes(env: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in env.items()) or "fixed sizes"
+
+
+def _failure_text(result: dict) -> str:
+    lines = [f"the exported model does not match torch (atol {result['atol']:g}, rtol {result['rtol']:g}):"]
+    for run in result["runs"]:
+        for n, c in run["outputs"].items():
+            if c["ok"]:
+                continue
+            if c["max_abs"] is None:
+                lines.append(f"  {n} at {_sizes(run['sizes'])}: shape {c['onnx_shape']} in onnxruntime, "
+                             f"{c['shape']} in torch")
+            else:
+                lines.append(f"  {n} at {_sizes(run['sizes'])}: max abs diff {c['max_abs']:.3g}, "
+                             f"max rel diff {c['max_rel']:.3g}")
+    return "\n".join(lines)
+
+
+# ---- the export ----------------------------------------------------------------------------
+
+
+def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, os.PathLike, None] = None,
+           fp16: bool = False, static: bool = False, opset: Optional[int] = None, verify: bool = True,
+           seed: Optional[int] = None, pipeline=None, atol: Optional[float] = None, rtol: Optional[float] = None,
+           external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+           progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Export a `Pipeline` (built with `seed`) or a built `CompiledPipeline` (give its `pipeline=`
+    too) to ONNX at `path`; returns the report. Raises `ExportError` (exit code 1) and leaves no
+    file at `path` when the export or its verification fails."""
+    from .pipeline import Pipeline
+
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    path = Path(path)
+    if isinstance(pipe_or_model, Pipeline):
+        pipe = pipe_or_model
+        model = pipe.build(seed=seed)
+    elif isinstance(pipe_or_model, nn.Module):
+        model = pipe_or_model
+        pipe = pipeline
+        if pipe is None:
+            raise ExportError("exporting a built model needs its pipeline for the input types: "
+                              "export(model, path, pipeline=pipe), or export(pipe, path)")
+    else:
+        raise ExportError(f"export() takes a Pipeline or a built model, not a {type(pipe_or_model).__name__}")
+    name = pipe.name
+    _prepare_target(path)
+
+    weights_report = None
+    if weights is not None:
+        from .weights import load_weights
+        weights_report = load_weights(model, weights).to_dict()
+        say(f"weights: {weights_report['strategy']} mapping, {weights_report['loaded']} tensors")
+
+    specs = specs_from_pipeline(pipe)
+    for n, s in specs.items():
+        if s.shape is None or s.dtype not in ("float32", "float16", "bfloat16", "float64", "int64", "int32",
+                                              "uint8", "bool"):
+            raise ExportError(f"input `{n}` ({s.kind}) is not a tensor with a declared shape, so it cannot be an ONNX "
+                              "input; pre-processing such as tokenisation runs before the exported tensor core")
+    plans = plan_dims(pipe, specs, static)
+    trace_env = {n: p.trace for n, p in plans.items()}
+    input_names = list(model.input_names or specs)
+    output_names = list(model.output_names or pipe.resolved.outputs)
+
+    was_training = model.training
+    model.eval()
+    try:
+        example = random_inputs(specs, trace_env, seed=0)
+        try:
+            with torch.no_grad():
+                result = model(**example)
+        except Exception as exc:
+            raise ExportError(f"pipeline `{name}` failed to run in torch at {_sizes(trace_env)}: {_short(exc)}") from None
+        _check_outputs(result, output_names, name)
+
+        target_model = model
+        if fp16:
+            target_model = copy.deepcopy(model).half()
+        view = _export_view(target_model, input_names, output_names, fp16)
+        args = tuple(example[n] for n in input_names)
+
+        dynamic: dict[str, dict[int, str]] = {}
+        if not static:
+            for n in input_names:
+                axes = {}
+                for axis, d in enumerate(specs[n].shape):
+                    dn = _dynamic_name(d)
+                    if dn is not None:
+                        axes[axis] = dn
+                dynamic[n] = axes
+
+        legacy = _legacy_blocks(pipe)
+        exporter = "legacy" if legacy else "dynamo"
+        say(f"exporting with the {exporter} exporter")
+        t0 = time.perf_counter()
+        proto = _run_exporter(view, args, input_names, output_names, dynamic, opset, legacy, name, path)
+        export_s = time.perf_counter() - t0
+
+        _clean(proto)
+        _check_dynamic(proto, dynamic, name)
+        _set_metadata(proto, _metadata(pipe, specs, seed, fp16, static))
+        opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+        external = _initializer_bytes(proto) > external_data_threshold
+        holder = None
+        try:
+            tmp_model, data_name, holder = _write_temp(proto, path, external)
+            del proto
+            say("checking with onnx.checker")
+            _checker(tmp_model, path)
+            verification = None
+            t1 = time.perf_counter()
+            if verify:
+                configs = [{n: p.trace for n, p in plans.items()}] if static else size_configs(plans)
+                a0, r0 = TOLERANCES["fp16" if fp16 else "fp32"]
+                say("verifying against torch in onnxruntime at " + "; ".join(_sizes(c) for c in configs))
+                verification = verify_onnx(tmp_model, model, specs, configs, output_names,
+                                           a0 if atol is None else atol, r0 if rtol is None else rtol)
+                if not verification["passed"]:
+                    raise ExportError(_failure_text(verification) + f"\n  no file was written at {path}")
+            verify_s = time.perf_counter() - t1
+            import onnx
+            graph = onnx.load(str(tmp_model), load_external_data=False).graph
+            inputs_info = [{"name": v.name, "dtype": _elem_name(v), "shape": _value_dims(v)} for v in graph.input]
+            outputs_info = [{"name": v.name, "dtype": _elem_name(v), "shape": _value_dims(v)} for v in graph.output]
+            digest = _sha256(tmp_model)
+            size = tmp_model.stat().st_size + ((holder / data_name).stat().st_size if data_name else 0)
+            _commit(tmp_model, data_name, holder, path)
+            holder = None
+        finally:
+            _discard(holder)
+    finally:
+        model.train(was_training)
+
+    return {
+        "pipeline": name,
+        "path": str(path),
+        "exporter": exporter,
+        "exporter_reason": "; ".join(f"{n}: {r}" for n, r in legacy) or None,
+        "opset": opset_used,
+        "fp16": fp16,
+        "static": static,
+        "seed": pipe.resolved.seed if seed is None else seed,
+        "weights": weights_report,
+        "inputs": inputs_info,
+        "outputs": outputs_info,
+        "dims": {n: {"trace": p.trace, "verified": p.sizes, "multiple_of": p.multiple_of} for n, p in plans.items()},
+        "checker": "full",
+        "verification": verification,
+        "file_bytes": size,
+        "external_data": data_name,
+        "sha256": digest,
+        "export_seconds": round(export_s, 3),
+        "verify_seconds": round(verify_s, 3),
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+    }
+
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _metadata(pipe, specs: Mapping[str, InputSpec], seed, fp16: bool, static: bool) -> dict[str, str]:
+    from . import __version__
+    r = pipe.resolved
+    inputs = {}
+    for n, s in specs.items():
+        info: dict[str, Any] = {"kind": s.kind}
+        if s.preprocess is not None:
+            info["preprocess"] = s.preprocess.model_dump(mode="json")
+        if s.dtype not in ("float32", "float16", "bfloat16", "float64", "bool"):
+            info["int_high"] = s.int_high
+        inputs[n] = info
+    return {
+        "composer.version": __version__,
+        "composer.pipeline": r.name,
+        "composer.seed": str(r.seed if seed is None else seed),
+        "composer.inputs": json.dumps(inputs, sort_keys=True),
+        "composer.multiples": json.dumps({n: d.multiple_of for n, d in r.dims.items()}, sort_keys=True),
+        "composer.precision": "fp16" if fp16 else "fp32",
+        "composer.static": "true" if static else "false",
+    }
+
+
+def _run_exporter(view, args, input_names, output_names, dynamic, opset, legacy, name: str, path: Path):
+    import contextlib
+    import io
+    import warnings
+
+    import onnx
+
+    buf = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            if not legacy:
+                shapes = {n: dynamic.get(n, {}) for n in input_names} if dynamic else None
+                program = torch.onnx.export(view, args, dynamo=True, input_names=input_names,
+                                            output_names=output_names, dynamic_shapes=shapes, opset_version=opset,
+                                            optimize=True, verbose=False, report=False)
+                return program.model_proto
+            # legacy TorchScript exporter: only for blocks that declare they need it
+            f = io.BytesIO()
+            torch.onnx.export(view, args, f, dynamo=False, input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic or None, opset_version=opset or 17, do_constant_folding=True)
+            return onnx.load_from_string(f.getvalue())
+    except ComposerError:
+        raise
+    except Exception as exc:
+        exporter = "legacy" if legacy else "dynamo"
+        raise ExportError(f"pipeline `{name}`: the {exporter} ONNX exporter failed: {_short(exc)}\n"
+                          f"  no file was written at {path}") from None
+
+
+def _check_dynamic(proto, dynamic: Mapping[str, Mapping[int, str]], name: str) -> None:
+    """Every dim asked to be dynamic must be a named dim of the graph input."""
+    by_name = {v.name: v for v in proto.graph.input}
+    for n, axes in dynamic.items():
+        vi = by_name.get(n)
+        if vi is None:
+            raise ExportError(f"pipeline `{name}`: the exported graph has no input `{n}`")
+        dims = vi.type.tensor_type.shape.dim
+        for axis, dname in axes.items():
+            d = dims[axis]
+            if d.HasField("dim_value"):
+                raise ExportError(
+                    f"pipeline `{name}`: dim `{dname}` of input `{n}` (axis {axis}) was fixed to {d.dim_value} by "
+                    "the exporter: something in the forward depends on its exact size\n"
+                    "  hint: export with --static, or find the block that specialises it")
+            if d.dim_param != dname:
+                d.dim_param = dname
+
+
+def _checker(model_path: Path, target: Path) -> None:
+    import onnx
+    try:
+        onnx.checker.check_model(str(model_path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported model: {_short(exc, 6)}\n"
+                          f"  no file was written at {target}") from None

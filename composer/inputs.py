@@ -1,0 +1,403 @@
+"""Pipeline inputs: what each input expects, seeded example tensors, and reading real files.
+
+`composer run` and `composer export` both need concrete tensors for a pipeline's inputs:
+export verification draws seeded random ones at chosen dim sizes; `composer run` reads
+image files (decoded, resized, cropped and normalised as the input's `preprocess` says),
+`.npy`/`.npz` arrays or `.safetensors` tensors, then checks every one against the declared
+type (rank, fixed sizes, `multiple_of`, the same size for a symbol shared by several inputs,
+dtype) so a wrong file is a clear error naming the input, never a shape error deep in a block.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .dims import Dim, evaluate, format_dim
+from .errors import ComposerError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+BATCH_NAMES = ("B", "N", "batch")
+DEFAULT_SIZES = (64, 96)           # verification sizes of a dim with no `sizes:`
+DEFAULT_BATCH_SIZES = (1, 3)
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+    "int64": torch.int64, "int32": torch.int32, "uint8": torch.uint8, "bool": torch.bool,
+}
+NUMPY_DTYPES: dict[str, Any] = {
+    "float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64,
+    "int32": np.int32, "uint8": np.uint8, "bool": np.bool_,
+}
+
+
+class InputError(ComposerError):
+    """An input file or tensor does not fit the input it was given for (exit code 1)."""
+
+
+DimEntry = Union[int, str, Dim, None]   # fixed size, ONNX dim name, symbolic dim, unknown
+
+
+@dataclass
+class InputSpec:
+    """What one pipeline input takes: its shape (fixed or symbolic dims), dtype and preprocessing."""
+
+    name: str
+    shape: Optional[tuple[DimEntry, ...]]
+    dtype: str
+    kind: str = "tensor"
+    preprocess: Any = None                       # composer.spec.Preprocess or None
+    multiples: dict[str, int] = field(default_factory=dict)
+    int_high: int = 2                            # exclusive upper bound of random integer ids
+
+    def shape_text(self) -> str:
+        if self.shape is None:
+            return "any shape"
+        return "[" + ", ".join("?" if d is None else (format_dim(d) if isinstance(d, Dim) else str(d))
+                               for d in self.shape) + "]"
+
+
+# ---- what the inputs are -------------------------------------------------------------------
+
+
+def _int_high(graph, name: str) -> int:
+    """Random ids must stay below every vocabulary size a consumer of `name` declares."""
+    highs = []
+    for succ in graph.dag.successors(name) if name in graph.dag else ():
+        node = graph.nodes.get(succ)
+        if node is None or node.block is None:
+            continue
+        for key, value in node.block.model_dump().items():
+            if isinstance(value, int) and not isinstance(value, bool) and ("vocab" in key or "num_embeddings" in key):
+                highs.append(value)
+    return max(1, min(highs)) if highs else 2
+
+
+def specs_from_pipeline(pipe) -> dict[str, InputSpec]:
+    """Input specs from a `Pipeline` (its resolved, typed inputs)."""
+    graph = pipe.graph
+    r = graph.resolved
+    multiples = {n: d.multiple_of for n, d in r.dims.items()}
+    out = {}
+    for name, inp in r.inputs.items():
+        t = inp.type
+        shape = None if t is None or t.shape is None else tuple(t.shape)
+        out[name] = InputSpec(name, shape, inp.decl.dtype, inp.decl.kind, inp.decl.preprocess, multiples,
+                              _int_high(graph, name))
+    return out
+
+
+ONNX_ELEM_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 7: "int64", 6: "int32",
+                    2: "uint8", 9: "bool"}
+
+
+def specs_from_onnx(model) -> dict[str, InputSpec]:
+    """Input specs from an ONNX `ModelProto` (dim names stand for symbolic dims); the
+    preprocessing and multiples composer stored in its metadata come back too."""
+    import json
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    extra = json.loads(meta.get("composer.inputs", "{}") or "{}")
+    multiples = json.loads(meta.get("composer.multiples", "{}") or "{}")
+    init_names = {i.name for i in model.graph.initializer}
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in init_names:
+            continue
+        tt = vi.type.tensor_type
+        dims: list[DimEntry] = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        info = extra.get(vi.name, {})
+        pre = None
+        if info.get("preprocess"):
+            from .spec import Preprocess
+            pre = Preprocess(**info["preprocess"])
+        out[vi.name] = InputSpec(vi.name, tuple(dims) if tt.HasField("shape") else None,
+                                 ONNX_ELEM_DTYPES.get(tt.elem_type, f"onnx-type-{tt.elem_type}"),
+                                 info.get("kind", "tensor"), pre, dict(multiples), int(info.get("int_high", 2)))
+    return out
+
+
+# ---- sizes of symbolic dims ----------------------------------------------------------------
+
+
+def _round_up(n: int, m: int) -> int:
+    return max(m, int(math.ceil(n / m)) * m)
+
+
+def default_sizes(name: str, multiple_of: int = 1) -> list[int]:
+    """Two sizes to verify a dim at when the spec gives none: B 1 and 3, else about 64 and 96."""
+    if name in BATCH_NAMES and multiple_of == 1:
+        return list(DEFAULT_BATCH_SIZES)
+    a = _round_up(DEFAULT_SIZES[0], multiple_of)
+    b = _round_up(DEFAULT_SIZES[1], multiple_of)
+    if b == a:
+        b = a + multiple_of
+    return [a, b]
+
+
+def example_size(name: str, decl=None) -> int:
+    """One size of a dim: the spec's `example`, else its first `sizes`, else a default."""
+    m = decl.multiple_of if decl is not None else 1
+    if decl is not None and decl.example:
+        return decl.example
+    if decl is not None and decl.sizes:
+        return decl.sizes[0]
+    return default_sizes(name, m)[0]
+
+
+def symbols_of(specs: Mapping[str, InputSpec]) -> list[str]:
+    """Symbolic dim names of the inputs, in order of first appearance."""
+    seen: list[str] = []
+    for s in specs.values():
+        for d in s.shape or ():
+            names = sorted(d.symbols()) if isinstance(d, Dim) else ([d] if isinstance(d, str) else [])
+            for n in names:
+                if n not in seen:
+                    seen.append(n)
+    return seen
+
+
+# ---- seeded example inputs -----------------------------------------------------------------
+
+
+def concrete_shape(spec: InputSpec, env: Mapping[str, int]) -> tuple[int, ...]:
+    if spec.shape is None:
+        raise InputError(f"input `{spec.name}` has no declared shape, so no example tensor can be made for it",
+                         )
+    out = []
+    for d in spec.shape:
+        if isinstance(d, int):
+            out.append(d)
+        elif isinstance(d, Dim):
+            out.append(evaluate(d, env))
+        elif isinstance(d, str) and d in env:
+            out.append(env[d])
+        else:
+            raise InputError(f"input `{spec.name}`: no size for dim `{d}`")
+    return tuple(out)
+
+
+def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded tensors for every input at the dim sizes in `env` (same seed, same tensors)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, spec in specs.items():
+        shape = concrete_shape(spec, env)
+        dtype = TORCH_DTYPES.get(spec.dtype)
+        if dtype is None:
+            raise InputError(f"input `{name}` has dtype {spec.dtype}, which composer cannot make tensors of")
+        if dtype == torch.bool:
+            out[name] = torch.ones(shape, dtype=torch.bool)   # masks: everything visible
+        elif dtype.is_floating_point:
+            out[name] = torch.randn(shape, generator=g, dtype=torch.float32).to(dtype)
+        elif dtype == torch.uint8:
+            out[name] = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        else:
+            out[name] = torch.randint(0, max(1, spec.int_high), shape, generator=g, dtype=dtype)
+    return out
+
+
+# ---- reading files -------------------------------------------------------------------------
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Path]:
+    """`name=FILE` pairs from the command line."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise InputError(f"--input {item!r}: expected NAME=FILE, e.g. --input image=cat.jpg")
+        if name in out:
+            raise InputError(f"--input {name} is given twice")
+        out[name] = Path(file)
+    return out
+
+
+def load_image(path: Path, spec: InputSpec) -> np.ndarray:
+    """Decode an image file into a (1, C, H, W) array as the input's `preprocess` says."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .spec import Preprocess
+
+    pre = spec.preprocess or Preprocess()
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("L" if pre.channels == "gray" else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"input `{spec.name}`: cannot decode image {path}: {exc}") from None
+    if pre.resize:  # shorter side to `resize`, keeping the aspect ratio
+        w, h = img.size
+        s = pre.resize / min(w, h)
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+    if pre.crop:
+        w, h = img.size
+        c = pre.crop
+        if c > w or c > h:
+            raise InputError(f"input `{spec.name}`: image {path} is {w}x{h}, smaller than the crop {c}x{c}",
+                             )
+        left, top = (w - c) // 2, (h - c) // 2
+        img = img.crop((left, top, left + c, top + c))
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if pre.channels == "bgr":
+        arr = arr[:, :, ::-1]
+    arr = np.ascontiguousarray(arr.transpose(2, 0, 1))[None]   # (1, C, H, W)
+    if spec.dtype == "uint8":
+        return arr.astype(np.uint8)
+    out = arr.astype(np.float32) * np.float32(pre.scale)
+    c = out.shape[1]
+    for what, values in (("mean", pre.mean), ("std", pre.std)):
+        if values is not None and len(values) not in (1, c):
+            raise InputError(f"input `{spec.name}`: preprocess.{what} has {len(values)} values for a {c}-channel image")
+    if pre.mean is not None:
+        out = out - np.asarray(pre.mean, np.float32).reshape(1, -1, 1, 1)
+    if pre.std is not None:
+        out = out / np.asarray(pre.std, np.float32).reshape(1, -1, 1, 1)
+    return out.astype(NUMPY_DTYPES.get(spec.dtype, np.float32))
+
+
+def load_array(path: Path, spec: InputSpec) -> np.ndarray:
+    """A tensor from .npy, .npz or .safetensors (by the input's name, or the file's only tensor)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return _pick({k: z[k] for k in z.files}, path, spec)
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+            tensors = load_file(str(path))
+            t = _pick(tensors, path, spec)
+            return t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
+    except InputError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise InputError(f"input `{spec.name}`: cannot read {path}: {_short(exc)} (truncated or not a {suffix} file?)"
+                         ) from None
+    except Exception as exc:  # safetensors raises its own error type
+        raise InputError(f"input `{spec.name}`: cannot read {path}: {_short(exc)}") from None
+    raise InputError(f"input `{spec.name}`: {path} has an unknown type {suffix!r}",
+                     )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _pick(tensors: Mapping[str, Any], path: Path, spec: InputSpec):
+    if spec.name in tensors:
+        return tensors[spec.name]
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    raise InputError(f"input `{spec.name}`: {path} holds {len(tensors)} tensors ({', '.join(sorted(tensors))}) "
+                     f"and none is named `{spec.name}`")
+
+
+def read_input(path: Path, spec: InputSpec) -> np.ndarray:
+    if not path.exists():
+        raise InputError(f"input `{spec.name}`: file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"input `{spec.name}`: {path} is not a file")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return load_image(path, spec)
+    if path.suffix.lower() in (".npy", ".npz", ".safetensors"):
+        return load_array(path, spec)
+    raise InputError(f"input `{spec.name}`: cannot read {path.suffix or 'a file without suffix'} files",
+                     )
+
+
+def read_inputs(files: Mapping[str, Path], specs: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+    """Read every input's file and check them all against the declared types."""
+    unknown = [n for n in files if n not in specs]
+    if unknown:
+        import difflib
+        n = unknown[0]
+        m = difflib.get_close_matches(n, list(specs), n=1)
+        hint = f" (did you mean `{m[0]}`?)" if m else ""
+        raise InputError(f"unknown input `{n}`{hint}; the inputs are: {', '.join(specs)}")
+    missing = [n for n in specs if n not in files]
+    if missing:
+        raise InputError(f"missing input `{missing[0]}` ({specs[missing[0]].shape_text()} {specs[missing[0]].dtype}): "
+                         f"pass it with --input {missing[0]}=FILE" + (
+                             f"; also missing: {', '.join(missing[1:])}" if missing[1:] else ""))
+    arrays = {n: read_input(files[n], specs[n]) for n in specs}
+    check_inputs(arrays, specs, {n: str(files[n]) for n in files})
+    return arrays
+
+
+# ---- checks --------------------------------------------------------------------------------
+
+
+def _dtype_name(a) -> str:
+    if isinstance(a, torch.Tensor):
+        return str(a.dtype).replace("torch.", "")
+    return str(np.asarray(a).dtype).replace("bool_", "bool")
+
+
+def check_inputs(values: Mapping[str, Any], specs: Mapping[str, InputSpec],
+                 sources: Optional[Mapping[str, str]] = None) -> dict[str, int]:
+    """Check tensors against their specs; returns the size of every symbolic dim."""
+    sources = sources or {}
+    env: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for name, spec in specs.items():
+        if name not in values:
+            raise InputError(f"missing input `{name}` ({spec.shape_text()} {spec.dtype})")
+        v = values[name]
+        src = f" from {sources[name]}" if name in sources else ""
+        shape = tuple(v.shape)
+        dt = _dtype_name(v)
+        if dt != spec.dtype:
+            hint = ""
+            if spec.dtype.startswith("float") and dt.startswith("float"):
+                hint = f"; convert it, e.g. `array.astype('{spec.dtype}')`"
+            raise InputError(f"input `{name}`{src} has dtype {dt}, expected {spec.dtype}{hint}")
+        if spec.shape is None:
+            continue
+        if len(shape) != len(spec.shape):
+            raise InputError(f"input `{name}`{src} has shape {list(shape)} (rank {len(shape)}), "
+                             f"expected {spec.shape_text()} (rank {len(spec.shape)})")
+        for axis, (got, want) in enumerate(zip(shape, spec.shape)):
+            if isinstance(want, int) and got != want:
+                raise InputError(f"input `{name}`{src} has shape {list(shape)}, expected {spec.shape_text()}: "
+                                 f"axis {axis} must be {want}, found {got}" + _resize_hint(spec, axis))
+            sym = None
+            if isinstance(want, Dim) and len(want.symbols()) == 1 and str(want) in want.symbols():
+                sym = str(want)
+            elif isinstance(want, str):
+                sym = want
+            if sym is None:
+                continue
+            m = spec.multiples.get(sym, 1)
+            if got % m:
+                raise InputError(f"input `{name}`{src} has shape {list(shape)}: axis {axis} ({sym}) is {got}, "
+                                 f"which is not a multiple of {m}" + _resize_hint(spec, axis))
+            if sym in env and env[sym] != got:
+                raise InputError(f"input `{name}`{src} has {sym} = {got} at axis {axis}, but {where[sym]} has "
+                                 f"{sym} = {env[sym]}: inputs that share a dim must agree")
+            env.setdefault(sym, got)
+            where.setdefault(sym, f"`{name}`")
+    return env
+
+
+def _resize_hint(spec: InputSpec, axis: int) -> str:
+    if spec.kind == "image" and axis >= 2:
+        return " (for image files, set `preprocess: {resize: ..., crop: ...}` on the input)"
+    return ""

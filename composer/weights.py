@@ -1,0 +1,268 @@
+"""Weights: read safetensors (or `.pt`/`.pth` through `torch.load(weights_only=True)` only),
+map a foreign state dict onto a compiled pipeline, and save weights as safetensors.
+
+A state dict written by another program rarely has our keys. `map_state_dict` tries, in order:
+
+1. **exact** — the file's keys are the pipeline's keys (`backbone.layer1.0.conv1.weight`);
+2. **block prefix** — the file's keys are one block's keys without the block's prefix, as a
+   torchvision `resnet50` state dict is for a `resnet` block named `backbone`; the other blocks
+   keep their initial weights, and file keys that block lacks (a classifier `fc` the backbone
+   has no use for) are listed as ignored;
+3. **order** — the file has as many tensors as the pipeline and every shape agrees position
+   by position (a torchvision checkpoint loaded into a pipeline built from `resnet_stem`,
+   `basic_block`, ... parts). Needs a file that keeps its order: `.pt`/`.pth`, not safetensors
+   (which stores keys sorted).
+
+When none fits, the error lists missing, unexpected and shape-mismatched keys by name, with
+the expected and found shapes, against the closest candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+from .errors import ComposerError
+
+SHOW = 8  # keys listed per category in an error
+
+
+class WeightsError(ComposerError):
+    """A weights file cannot be read or does not fit the pipeline (exit code 1)."""
+
+
+@dataclass
+class LoadReport:
+    """What `load_weights` did: the strategy, and keys it loaded, ignored or left initial."""
+
+    file: str
+    strategy: str                                   # exact | block-prefix | order
+    loaded: int
+    block: Optional[str] = None                     # the block a block-prefix mapping went into
+    ignored: list[str] = field(default_factory=list)        # file keys not used
+    kept_initial: list[str] = field(default_factory=list)   # blocks whose weights were not in the file
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "strategy": self.strategy, "loaded": self.loaded, "block": self.block,
+                "ignored": self.ignored, "kept_initial": self.kept_initial}
+
+    def describe(self) -> str:
+        what = {"exact": "by name", "block-prefix": f"into block `{self.block}`", "order": "by order"}[self.strategy]
+        text = f"loaded {self.loaded} tensors from {self.file} {what}"
+        if self.kept_initial:
+            text += f"; initial weights kept for {', '.join(self.kept_initial)}"
+        if self.ignored:
+            text += f"; ignored {len(self.ignored)} file keys ({_names(self.ignored)})"
+        return text
+
+
+def _names(keys, n: int = SHOW) -> str:
+    keys = list(keys)
+    more = f", … {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _shape(t) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a weights file, in the file's order. Never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise WeightsError(f"weights path {path} is not a file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"cannot read weights file {path}: {_first_line(exc)} "
+                               "(truncated or not a safetensors file?)") from None
+    if suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise WeightsError(f"refusing to load {path}: it holds objects other than tensors, which only an "
+                               f"unrestricted unpickle could read ({_first_line(exc)}); save a plain state dict "
+                               "or use safetensors") from None
+        except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise WeightsError(f"cannot read weights file {path}: {_first_line(exc)} "
+                               "(truncated or not a torch checkpoint?)") from None
+        return _tensors_of(obj, path)
+    raise WeightsError(f"weights file {path}: unknown format {suffix or '(no suffix)'}; "
+                       "use .safetensors, .pt or .pth")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _tensors_of(obj, path: Path) -> dict[str, torch.Tensor]:
+    # common checkpoint wrappers: {"state_dict": {...}}, {"model": {...}}
+    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model", "model_state_dict", "module"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"weights file {path} holds a {type(obj).__name__}, not a state dict of tensors")
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise WeightsError(f"weights file {path}: entry `{k}` is a {type(v).__name__}, not a tensor")
+        out[str(k)] = v
+    if out and all(k.startswith("module.") for k in out):  # saved from DataParallel
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+# ---- mapping -------------------------------------------------------------------------------
+
+
+def _block_prefixes(model: nn.Module) -> list[str]:
+    """Dotted prefixes of the pipeline's blocks (modules that are not scope dicts)."""
+    out = []
+    for name, mod in model.named_modules():
+        if not name or isinstance(mod, nn.ModuleDict):
+            continue
+        parent = name.rpartition(".")[0]
+        if parent and not isinstance(model.get_submodule(parent), nn.ModuleDict):
+            continue
+        out.append(name)
+    return out
+
+
+def _diff(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]):
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [k for k in expected if k in found and tuple(expected[k].shape) != tuple(found[k].shape)]
+    return missing, unexpected, mismatched
+
+
+def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: str = "<weights>"
+                   ) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Map `tensors` onto `model`'s state dict keys; raises WeightsError listing what differs."""
+    own = model.state_dict()
+    if not tensors:
+        raise WeightsError(f"weights file {file} holds no tensors")
+    # 1. exact keys
+    missing, unexpected, mismatched = _diff(own, tensors)
+    if not missing and not unexpected and not mismatched:
+        return dict(tensors), LoadReport(file, "exact", len(own))
+    candidates = [("exact", None, missing, unexpected, mismatched)]
+    # 2. one block's keys without its prefix
+    best_block = None
+    for prefix in _block_prefixes(model):
+        sub = {k[len(prefix) + 1:]: v for k, v in own.items() if k.startswith(prefix + ".")}
+        if not sub:
+            continue
+        m, u, mm = _diff(sub, tensors)
+        score = len(sub) - len(m)
+        if best_block is None or score > best_block[0]:
+            best_block = (score, prefix, sub, m, u, mm)
+    if best_block is not None and best_block[0] > 0:
+        _, prefix, sub, m, u, mm = best_block
+        if not m and not mm:
+            mapped = {f"{prefix}.{k}": tensors[k] for k in sub}
+            prefixes = _block_prefixes(model)
+            others = sorted({_block_of(k, prefixes) for k in own if not k.startswith(prefix + ".")} - {None})
+            return mapped, LoadReport(file, "block-prefix", len(mapped), block=prefix.replace(".", "/"),
+                                      ignored=u, kept_initial=others)
+        candidates.append((f"block `{prefix}`", prefix, m, u, mm))
+    # 3. by order, when the count and every shape agree
+    own_items = list(own.items())
+    file_items = list(tensors.items())
+    if len(own_items) == len(file_items):
+        bad = [(a, b) for (a, ta), (b, tb) in zip(own_items, file_items) if tuple(ta.shape) != tuple(tb.shape)]
+        if not bad:
+            return ({k: t for (k, _), (_, t) in zip(own_items, file_items)},
+                    LoadReport(file, "order", len(own_items)))
+        order_note = (f"by order: {len(bad)} of {len(own_items)} positions differ in shape, first "
+                      f"`{bad[0][0]}` {_shape(own[bad[0][0]])} vs `{bad[0][1]}` {_shape(tensors[bad[0][1]])}")
+    else:
+        order_note = f"by order: the file has {len(file_items)} tensors, the pipeline {len(own_items)}"
+    # nothing fits: explain against the closest candidate
+    what, prefix, m, u, mm = min(candidates, key=lambda c: len(c[2]) + len(c[3]) + len(c[4]))
+    pre = f"{prefix}." if prefix else ""
+    lines = [f"weights file {file} does not fit pipeline `{getattr(model, 'pipeline_name', '?')}` "
+             f"(closest match: {what})"]
+    if m:
+        lines.append(f"  missing keys ({len(m)}): {_names(pre + k for k in m)}")
+    if u:
+        lines.append(f"  unexpected keys ({len(u)}): {_names(u)}")
+    if mm:
+        lines.append(f"  shape mismatches ({len(mm)}):")
+        for k in mm[:SHOW]:
+            lines.append(f"    {pre}{k}: expected {_shape(own[pre + k])}, found {_shape(tensors[k])}")
+        if len(mm) > SHOW:
+            lines.append(f"    … {len(mm) - SHOW} more")
+    lines.append(f"  also tried {order_note}")
+    lines.append("  hint: is this file for another model, or another depth/width of this one?")
+    raise WeightsError("\n".join(lines))
+
+
+def _block_of(key: str, prefixes: list[str]) -> Optional[str]:
+    for p in sorted(prefixes, key=len, reverse=True):
+        if key.startswith(p + "."):
+            return p.replace(".", "/")
+    return None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
+    """Load a weights file into `model` in place (see `map_state_dict` for how keys map)."""
+    tensors = read_state_dict(path)
+    mapped, report = map_state_dict(model, tensors, str(path))
+    own = model.state_dict()
+    with torch.no_grad():
+        for k, v in mapped.items():
+            target = own[k]
+            if v.dtype != target.dtype and (v.dtype.is_floating_point != target.dtype.is_floating_point):
+                raise WeightsError(f"weights file {path}: `{k}` has dtype {v.dtype}, the pipeline {target.dtype}")
+            target.copy_(v.to(target.dtype))
+    return report
+
+
+# ---- saving --------------------------------------------------------------------------------
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write `model`'s state dict as safetensors, atomically (temp file, then `os.replace`)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise WeightsError(f"cannot write weights to {folder}: {exc.strerror or exc}") from None
+    try:
+        # shared storage (tied weights) must be cloned for safetensors; contiguous for its writer
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        meta = {"format": "pt", **(metadata or {})}
+        if getattr(model, "pipeline_name", ""):
+            meta.setdefault("composer.pipeline", model.pipeline_name)
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
