@@ -11,7 +11,7 @@ Measures `composer.pipeline.analyze_file` (returns the typed graph) and `compose
 reports time per block at each size and the 50k/10k time ratio (linear growth: 5.0).
 Targets (issue 2): 10k blocks ≤ 1 s; growth linear.
 
-    .venv/bin/python benchmarks/bench_validate.py [--sizes 1000,10000,50000] [--reps 5] [--no-write]
+    .venv/bin/python benchmarks/bench_validate.py [--sizes 1000,10000,50000] [--reps 3] [--no-write]
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def measure(sizes: list[int], reps: int) -> list[dict]:
                                  + "\n".join(d.format() for d in graph.diagnostics[:5]))
             assert len(graph.order) == n, (len(graph.order), n)
             del graph
-            r = max(1, reps if n <= 10_000 else max(3, reps // 2))
+            r = max(1, reps)
             a, l = [], []
             for _ in range(r):  # alternate the two entry points so drift hits both alike
                 a.append(_timed(analyze_file, path))
@@ -240,7 +240,7 @@ def report(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000,50000")
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]

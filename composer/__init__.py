@@ -9,7 +9,12 @@ from .types import InferError, PortType
 
 __version__ = "0.1.0"
 
+from . import runtime  # noqa: E402  (composer.runtime.Session)
+from .export import export  # noqa: E402  (the function; the module stays importable as composer.export)
+from .weights import load_weights, save_weights  # noqa: E402
+
 __all__ = [
     "Block", "In", "Params", "CompiledPipeline", "ComposerError", "Diagnostic", "Location", "SpecError",
     "Pipeline", "analyze_file", "load", "loads", "register", "InferError", "PortType", "__version__",
+    "export", "runtime", "load_weights", "save_weights",
 ]

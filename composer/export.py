@@ -285,7 +285,18 @@ def _discard(holder: Optional[Path]) -> None:
         holder.unlink(missing_ok=True)
 
 
+def file_mode() -> int:
+    """The mode a plain `open()` would give a new file (mkstemp makes them 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _commit(tmp_model: Path, data_name: Optional[str], holder: Path, path: Path) -> None:
+    mode = file_mode()
+    os.chmod(tmp_model, mode)
+    if data_name is not None:
+        os.chmod(holder / data_name, mode)
     if data_name is None:
         os.replace(tmp_model, path)
         return

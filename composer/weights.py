@@ -260,6 +260,8 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[d
         if getattr(model, "pipeline_name", ""):
             meta.setdefault("composer.pipeline", model.pipeline_name)
         save_file(tensors, tmp, metadata=meta)
+        from .export import file_mode
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

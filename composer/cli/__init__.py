@@ -6,6 +6,7 @@ import typer
 
 from . import blocks, build, resolve, schema, validate
 from . import export, run
+from . import render
 
 app = typer.Typer(
     name="composer",
@@ -22,6 +23,7 @@ app.command("schema")(schema.schema)
 app.command("resolve")(resolve.resolve)
 app.command("export")(export.export)
 app.command("run")(run.run)
+app.command("render")(render.render)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Mermaid flowchart source from a `View`, to paste into Markdown (GitHub, GitLab, docs sites).
 
 Every text goes through `text()`: characters that mean something to Mermaid or to HTML
-(`" # & < > \\ | [ ] { } ( ) ; \``) become Mermaid entity codes (`#34;`), newlines become
+(`" # & < > \\ | ;` and the backtick) become Mermaid entity codes (`#34;`), newlines become
 `<br/>`. Ids are generated (`n0`, `c0`), so no name can break the syntax.
 """
 
@@ -14,7 +14,7 @@ from . import style as S
 from .dot import clean, figures, wrap
 from .view import VCluster, View, VNode, short_value
 
-_SPECIAL = set('"#&<>\\|[]{}();`')
+_SPECIAL = set('"#&<>\\|;`')
 
 
 def text(s: str) -> str:

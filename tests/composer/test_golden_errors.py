@@ -92,12 +92,11 @@ def test_file_larger_than_limit(tmp_path):
     assert d.code == "E008" and d.loc.line == 1
 
 
-def test_alias_bomb_is_fast():
-    import time
-    t0 = time.perf_counter()
-    with pytest.raises(SpecError):
+@pytest.mark.timeout(60)
+def test_alias_bomb_is_capped_not_expanded():
+    with pytest.raises(SpecError) as info:
         composer.load(GOLDEN / "alias_bomb.yaml")
-    assert time.perf_counter() - t0 < 5  # capped, not expanded: a loose bound against a hang
+    assert info.value.codes() == ["E006"]
 
 
 def test_deep_nesting_has_no_recursion_error():

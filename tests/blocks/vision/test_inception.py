@@ -17,6 +17,7 @@ from blocks.vision.inception import InceptionBackbone, InceptionModule
 from composer.dims import evaluate, sym
 from composer.registry import get
 from composer.types import InferError, PortType
+from composer.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H"), sym("W")
@@ -195,11 +196,17 @@ def test_inception_module_param_rules():
         InceptionModule(variant="b").infer(PortType("feature_map", (B, 288, 2, 2)))
 
 
-def test_inception_pipeline():
+def test_inception_pipeline(tmp_path):
     pipe = composer.load(ROOT / "pipelines/inception_v3.yaml")
     assert pipe.graph.total_params() == 27_161_264
     model = pipe.build(seed=0).eval()
+    torch.manual_seed(0)
+    ref = reference().eval()
+    torch.save(ref.state_dict(), tmp_path / "inception_v3.pth")
+    report = load_weights(model, tmp_path / "inception_v3.pth")
+    assert (report.strategy, report.block) == ("block-prefix", "backbone")
+    x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
-        out = model(image=torch.randn(1, 3, 96, 96))
+        out = model(image=x)
+        assert (out["logits"] - ref(x)).abs().max().item() <= 1e-4
     assert set(out) == {"logits", "probs"}
-    assert out["logits"].shape == (1, 1000)

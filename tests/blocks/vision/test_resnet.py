@@ -15,6 +15,7 @@ from blocks.vision.resnet import BasicBlockPart, BottleneckPart, ResNetBackbone,
 from composer.dims import evaluate, sym
 from composer.registry import get
 from composer.types import InferError, PortType
+from composer.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H", 32), sym("W", 32)
@@ -28,15 +29,6 @@ def meta_build(block, x: PortType = IMAGE) -> torch.nn.Module:
 
 def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def load_by_order(model: torch.nn.Module, reference: torch.nn.Module) -> None:
-    """Copy the reference's state into `model` tensor by tensor, checking every shape agrees."""
-    ours, theirs = model.state_dict(), reference.state_dict()
-    assert len(ours) == len(theirs)
-    for (k, a), (k2, b) in zip(ours.items(), theirs.items()):
-        assert a.shape == b.shape, f"{k} {tuple(a.shape)} vs {k2} {tuple(b.shape)}"
-    model.load_state_dict(dict(zip(ours.keys(), theirs.values())))
 
 
 def shape_of(t: PortType, env: dict[str, int]) -> tuple[int, ...]:
@@ -244,24 +236,33 @@ def test_parts_build_on_meta_device(block):
 # ---- pipelines ---------------------------------------------------------------------------------
 
 
-def test_classification_pipeline():
+def test_classification_pipeline(tmp_path):
     pipe = composer.load(ROOT / "pipelines/classification.yaml")
     assert pipe.graph.total_params() == 25_557_032
     model = pipe.build(seed=0).eval()
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet50(weights=None).eval()
+    torch.save(ref.state_dict(), tmp_path / "resnet50.pth")
+    report = load_weights(model, tmp_path / "resnet50.pth")  # a torchvision checkpoint into `backbone`
+    assert (report.strategy, report.block, report.ignored) == ("block-prefix", "backbone", ["fc.weight", "fc.bias"])
+    model.head.load_state_dict(ref.fc.state_dict())
     with torch.no_grad():
-        out = model(image=torch.randn(1, 3, 64, 64))
+        x = torch.randn(1, 3, 64, 64)
+        out = model(image=x)
+        expected = ref(x)
     assert set(out) == {"logits", "probs"}
-    assert out["logits"].shape == (1, 1000)
+    assert (out["logits"] - expected).abs().max().item() <= 1e-4
     assert torch.allclose(out["probs"].sum(-1), torch.ones(1))
 
 
-def test_resnet50_pipeline_from_parts_matches_block_and_torchvision():
+def test_resnet50_pipeline_from_parts_matches_block_and_torchvision(tmp_path):
     pipe = composer.load(ROOT / "pipelines/resnet50.yaml")
     assert pipe.graph.total_params() == 25_557_032
     model = pipe.build(seed=0).eval()
     torch.manual_seed(0)
     ref = torchvision.models.resnet50(weights=None).eval()
-    load_by_order(model, ref)
+    torch.save(ref.state_dict(), tmp_path / "resnet50.pth")
+    assert load_weights(model, tmp_path / "resnet50.pth").strategy == "order"
     block = ResNetBackbone(depth=50, num_classes=1000).build(IMAGE).eval()
     block.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 64, 64)
