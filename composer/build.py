@@ -2,6 +2,7 @@
 
 Artifacts go to `<out>/<pipeline>/`, each written atomically:
   summary.md                 blocks, output types, params, MACs
+  <pipeline>.svg             the typed graph (`composer render`), embedded in summary.md
   <pipeline>.resolved.yaml   the flat spec (`composer resolve`)
   report.json                figures, machine-readable
 """
@@ -82,6 +83,8 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
     _io.write_text(resolved_path, emit.to_yaml(g.resolved))
     result.artifacts["resolved"] = resolved_path
 
+    _diagram_step(pipe, folder, result, step)
+
     summary_path = folder / "summary.md"
     svg_name = result.artifacts["svg"].name if "svg" in result.artifacts else None
     _io.write_text(summary_path, summary.markdown(g, result.rows, env, svg_name))
@@ -120,3 +123,17 @@ def _export_step(pipe: Pipeline, model, folder: Path, result: BuildResult, step:
     result.artifacts["onnx"] = path
     result.report["export"] = rep
     result.report.setdefault("timings", {})["export_s"] = rep["total_seconds"]
+
+
+def _diagram_step(pipe: Pipeline, folder: Path, result: BuildResult, step: Progress) -> None:
+    """`<pipeline>.svg`, the typed graph (summary.md embeds it); skipped with a note without Graphviz."""
+    from .render import GraphvizNotFound, write
+    step("drawing the diagram")
+    macs = {r.block: r.macs for r in result.rows if r.macs is not None}
+    path = folder / f"{pipe.name}.svg"
+    try:
+        write(pipe.graph, path, "svg", macs=macs or False)
+    except GraphvizNotFound as exc:
+        result.report["diagram"] = {"skipped": str(exc)}
+        return
+    result.artifacts["svg"] = path

@@ -123,6 +123,8 @@ class EfficientNet(Block):
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, 3, H, W] image")}
     outputs: ClassVar = ("pooled", "features", "logits")
+    example: ClassVar = {"params": {"variant": "b0", "num_classes": 10},
+                         "inputs": {"x": PortType("image", (2, 3, 32, 32))}}
     variant: Literal["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7"] = "b0"
     num_classes: Optional[PosInt] = None   # None: no classification head, no `logits` port
     dropout: Optional[Prob] = None         # head dropout; default per variant (0.2 .. 0.5)

@@ -140,6 +140,8 @@ class MobileNet(Block):
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, 3, H, W] image")}
     outputs: ClassVar = ("pooled", "features", "logits")
+    example: ClassVar = {"params": {"variant": "v3_small", "num_classes": 10},
+                         "inputs": {"x": PortType("image", (2, 3, 32, 32))}}
     variant: Literal["v2", "v3_small", "v3_large"] = "v3_large"
     num_classes: Optional[PosInt] = None  # None: no classification head, no `logits` port
     width_mult: PosFloat = 1.0

@@ -168,14 +168,12 @@ class ResNet(nn.Module):
             blocks: list[nn.Module] = []
             for j in range(n):
                 s = stride if j == 0 else 1
+                out = planes * (1 if kind == "basic" else Bottleneck.expansion)
+                down = s != 1 or inplanes != out  # a projection shortcut (first block of a stage)
                 if kind == "basic":
-                    blk: nn.Module = BasicBlock(inplanes, planes, s, downsample=j == 0 and (s != 1 or inplanes != planes))
-                    out = planes
+                    blocks.append(BasicBlock(inplanes, planes, s, down))
                 else:
-                    out = planes * Bottleneck.expansion
-                    blk = Bottleneck(inplanes, planes, s, downsample=j == 0 and (s != 1 or inplanes != out),
-                                     groups=groups, base_width=width_per_group)
-                blocks.append(blk)
+                    blocks.append(Bottleneck(inplanes, planes, s, down, groups, width_per_group))
                 inplanes = out
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

@@ -96,16 +96,18 @@ class PositionEmbedding(nn.Module):
 
 
 class PatchEmbedModule(nn.Module):
-    """`class_token`, `conv_proj`, `encoder.pos_embedding`: torchvision's order, so weights map by order."""
+    """`class_token`, `conv_proj`, `position.pos_embedding`: torchvision's order, so a ViT checkpoint maps
+    onto a pipeline of parts by order. (Deliberately not `encoder.pos_embedding`: with all four of
+    torchvision's names, a key-prefix weights loader would map a whole ViT checkpoint onto this block.)"""
 
     def __init__(self, cin: int, dim: int, patch: int, seq_len: int, dropout: float):
         super().__init__()
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.conv_proj = _patch_proj(cin, dim, patch)
-        self.encoder = PositionEmbedding(seq_len, dim, dropout)
+        self.position = PositionEmbedding(seq_len, dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(_tokens(x, self.conv_proj, self.class_token))
+        return self.position(_tokens(x, self.conv_proj, self.class_token))
 
 
 class Encoder(nn.Module):
@@ -246,6 +248,8 @@ class ViT(Block):
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, 3, image_size, image_size] image")}
     outputs: ClassVar = ("pooled", "features", "logits")
+    example: ClassVar = {"params": {"variant": "b32", "image_size": 32, "num_classes": 10},
+                         "inputs": {"x": PortType("image", (2, 3, 32, 32))}}
     variant: Literal["b16", "b32", "l16", "l32", "h14"] = "b16"
     image_size: PosInt = 224
     num_classes: Optional[PosInt] = None   # None: no head, no `logits` port

@@ -59,7 +59,8 @@ def blocks(name: Optional[str] = typer.Argument(None, help="Show one block in de
         err.print(f"warning: {problem}", style="yellow", markup=False)
     if name is None:
         table = Table(title=f"{len(cat)} blocks")
-        for col in ("block", "family", "inputs", "params", "summary"):
+        table.add_column("block", no_wrap=True)
+        for col in ("family", "inputs", "params", "summary"):
             table.add_column(col)
         for n, cls in cat.items():
             ins = ", ".join(p + ("*" if spec.variadic else "") + ("?" if spec.optional else "")

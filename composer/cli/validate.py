@@ -17,6 +17,8 @@ def validate(
     specs: List[Path] = typer.Argument(..., help="Spec files to check."),
     max_param_memory: Optional[int] = typer.Option(None, help="Parameter memory limit in bytes (default 16 GiB)."),
     as_json: bool = typer.Option(False, "--json", help="Print diagnostics as JSON."),
+    render: bool = typer.Option(False, "--render",
+                                help="On failure, draw the spec with its errors in red (build/<pipeline>/<pipeline>.svg)."),
 ) -> None:
     """Check specs without building anything: syntax, params, references, types, memory."""
     failed = False
@@ -26,18 +28,21 @@ def validate(
             graph = analyze_file(spec, max_param_bytes=max_param_memory)
             diags = graph.diagnostics
         except SpecError as exc:
-            diags = exc.diagnostics
+            graph, diags = None, exc.diagnostics
         errors = [d for d in diags if d.severity == "error"]
         failed |= bool(errors)
         if as_json:
             report[str(spec)] = [d.to_dict() for d in diags]
-            continue
-        print_diagnostics(diags)
-        if errors:
-            err.print(f"{spec}: {len(errors)} error{'s' if len(errors) != 1 else ''}", style="red bold", markup=False)
         else:
-            out.print(f"{spec}: ok" + (f" ({len(diags)} warning{'s' if len(diags) != 1 else ''})" if diags else ""),
-                      markup=False)
+            print_diagnostics(diags)
+            if errors:
+                err.print(f"{spec}: {len(errors)} error{'s' if len(errors) != 1 else ''}", style="red bold", markup=False)
+            else:
+                out.print(f"{spec}: ok" + (f" ({len(diags)} warning{'s' if len(diags) != 1 else ''})" if diags else ""),
+                          markup=False)
+        if render and errors and graph is not None:
+            from .render import render_failure
+            render_failure(graph)
     if as_json:
         out.print(json.dumps(report, indent=2), markup=False)
     if failed:

@@ -214,3 +214,19 @@ def test_pipeline_matches_torchvision(image):
     assert set(out) == {"logits", "probs"}
     assert (out["logits"] - expected).abs().max().item() <= 1e-4
     torch.testing.assert_close(out["probs"], expected.softmax(-1), atol=1e-5, rtol=0)
+
+
+def test_pipeline_takes_a_torchvision_checkpoint():
+    """composer.weights maps a torchvision state dict onto the pipeline: at least the whole backbone
+    (by block prefix: `features.*` into `backbone`), or everything (by order)."""
+    composer = pytest.importorskip("composer")
+    weights = pytest.importorskip("composer.weights")
+    model = composer.load(ROOT / "pipelines" / "mobilenet_v3.yaml").build(seed=0)
+    ref = randomize(torchvision.models.mobilenet_v3_large(weights=None))
+    mapped, report = weights.map_state_dict(model, ref.state_dict())
+    model.load_state_dict(mapped, strict=False)
+    assert report.strategy in ("block-prefix", "order")
+    own = model.state_dict()
+    for key, tensor in ref.state_dict().items():
+        if key.startswith("features."):
+            assert torch.equal(own["backbone." + key], tensor), key

@@ -15,6 +15,7 @@ from torchvision.models.vision_transformer import EncoderBlock
 from blocks.vision.vit import PatchEmbed, TransformerEncoderLayer, ViT
 from composer.dims import sym
 from composer.types import InferError, PortType
+from composer.weights import map_state_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 B = sym("B")
@@ -44,17 +45,6 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
             if t.is_floating_point():
                 t.copy_(torch.randn(t.shape, generator=g) * 0.1)
     return module.eval()
-
-
-def load_in_order(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a reference state dict into a pipeline tensor by tensor, checking every shape."""
-    own = module.state_dict()
-    assert len(own) == len(state)
-    mapped = {}
-    for (k, v), (rk, rv) in zip(own.items(), state.items()):
-        assert v.shape == rv.shape, (k, rk)
-        mapped[k] = rv
-    module.load_state_dict(mapped)
 
 
 def image(size: int, batch: int = 2) -> torch.Tensor:
@@ -170,7 +160,7 @@ def test_patch_embed_shapes_and_errors():
     assert pe.param_count(x=x) == n_params(pe.build(x=x)) == 768 + 768 * 3 * 256 + 768 + 197 * 768
     m = pe.build(x=PortType("image", (B, 3, 32, 48)))
     assert m(torch.randn(2, 3, 32, 48)).shape == (2, 7, 768)
-    assert list(m.state_dict()) == ["class_token", "conv_proj.weight", "conv_proj.bias", "encoder.pos_embedding"]
+    assert list(m.state_dict()) == ["class_token", "conv_proj.weight", "conv_proj.bias", "position.pos_embedding"]
     with pytest.raises(InferError, match="fixed integer|fixed size"):
         pe.infer(x=PortType("image", (B, 3, sym("H", 32), 224)))
     with pytest.raises(InferError, match="not a multiple of patch_size 16") as e:
@@ -229,7 +219,9 @@ def _pipeline_parity(size: int, batch: int) -> None:
     block = ViT(variant="b16", image_size=size, num_classes=1000)
     with torch.device("meta"):
         assert n_params(model) == n_params(ref) == n_params(block.build(x=PortType("image", (B, 3, size, size))))
-    load_in_order(model, ref.state_dict())
+    mapped, report = map_state_dict(model, ref.state_dict())
+    assert report.strategy == "order" and report.loaded == len(model.state_dict())
+    model.load_state_dict(mapped)
     model.eval()
     x = image(size, batch)
     with torch.no_grad():
