@@ -150,6 +150,8 @@ class DenseNetBackbone(Block):
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("image", "feature_map", doc="[B, 3, H, W]")}
     outputs: ClassVar = ("pooled", "features", "logits")
+    example: ClassVar = {"params": {"depth": 121, "num_classes": 10},
+                         "inputs": {"x": PortType("image", (2, 3, 32, 32))}}
     depth: Literal[121, 161, 169, 201] = 121
     num_classes: Optional[PosInt] = None  # None: no classifier, outputs are pooled and features only
     bn_size: PosInt = 4
@@ -187,6 +189,8 @@ def _channels(block: Block, x: PortType) -> int:
 class DenseBlockPart(Block):
     """DenseNet dense block: `num_layers` layers that each add `growth_rate` channels."""
     name: ClassVar[str] = "dense_block"
+    example: ClassVar = {"params": {"num_layers": 3, "growth_rate": 8},
+                         "inputs": {"x": PortType("feature_map", (2, 8, 16, 16))}}
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, C_in, H, W]")}
     num_layers: PosInt

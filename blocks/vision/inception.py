@@ -277,6 +277,8 @@ class InceptionBackbone(Block):
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("image", "feature_map", doc="[B, 3, H, W], at least 75x75")}
     outputs: ClassVar = ("pooled", "features", "logits", "aux_logits")
+    example: ClassVar = {"params": {"num_classes": 10},
+                         "inputs": {"x": PortType("image", (2, 3, 75, 75))}}
     variant: Literal["v3"] = "v3"
     num_classes: Optional[PosInt] = None  # None: no fc and no aux head, outputs are pooled and features
     aux_logits: bool = True               # keep the auxiliary classifier's parameters (with num_classes)
@@ -317,6 +319,8 @@ class InceptionBackbone(Block):
 class InceptionModule(Block):
     """One Inception v3 module: variant a (35x35), b (reduction), c (17x17, 7x7), d (reduction), e (8x8)."""
     name: ClassVar[str] = "inception_module"
+    example: ClassVar = {"params": {"variant": "a", "pool_features": 8},
+                         "inputs": {"x": PortType("feature_map", (2, 8, 16, 16))}}
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, C_in, H, W]")}
     variant: Literal["a", "b", "c", "d", "e"]

@@ -208,6 +208,8 @@ class ResNetBackbone(Block):
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("image", "feature_map", doc="[B, 3, H, W]")}
     outputs: ClassVar = ("pooled", "features", "logits")
+    example: ClassVar = {"params": {"depth": 18, "num_classes": 10},
+                         "inputs": {"x": PortType("image", (2, 3, 32, 32))}}
     depth: Literal[18, 34, 50, 101, 152] = 50
     num_classes: Optional[PosInt] = None  # None: no fc, outputs are pooled and features only
     groups: PosInt = 1                    # ResNeXt cardinality (bottleneck depths only)
@@ -298,6 +300,8 @@ class _Residual(Block):
 class BasicBlockPart(_Residual):
     """ResNet basic block: two 3x3 convs with BatchNorm, ReLU and a residual (ResNet-18/34)."""
     name: ClassVar[str] = "basic_block"
+    example: ClassVar = {"params": {"planes": 16, "stride": 2},
+                         "inputs": {"x": PortType("feature_map", (2, 8, 16, 16))}}
 
     def build(self, x: PortType) -> nn.Module:
         cin, down, _, _ = self._shape(x)
@@ -310,6 +314,8 @@ class BasicBlockPart(_Residual):
 class BottleneckPart(_Residual):
     """ResNet bottleneck: 1x1 reduce, 3x3 (strided, grouped), 1x1 expand (x4), and a residual."""
     name: ClassVar[str] = "bottleneck"
+    example: ClassVar = {"params": {"planes": 4, "stride": 2, "groups": 2},
+                         "inputs": {"x": PortType("feature_map", (2, 8, 16, 16))}}
     groups: PosInt = 1        # ResNeXt cardinality
     base_width: PosInt = 64   # inner width is int(planes * base_width / 64) * groups
 
