@@ -7,7 +7,7 @@ A state dict written by another program rarely has our keys. `map_state_dict` tr
 2. **block prefix** — the file's keys are one block's keys without the block's prefix, as a
    torchvision `resnet50` state dict is for a `resnet` block named `backbone`; the other blocks
    keep their initial weights, and file keys that block lacks (a classifier `fc` the backbone
-   has no use for) are listed as ignored;
+   has no use for) are listed as ignored (they must be fewer than the keys used);
 3. **order** — the file has as many tensors as the pipeline and every shape agrees position
    by position (a torchvision checkpoint loaded into a pipeline built from `resnet_stem`,
    `basic_block`, ... parts). Needs a file that keeps its order: `.pt`/`.pth`, not safetensors
@@ -178,7 +178,7 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: 
             best_block = (score, prefix, sub, m, u, mm)
     if best_block is not None and best_block[0] > 0:
         _, prefix, sub, m, u, mm = best_block
-        if not m and not mm:
+        if not m and not mm and len(u) < len(sub):   # the file is (mostly) this block's weights
             mapped = {f"{prefix}.{k}": tensors[k] for k in sub}
             prefixes = _block_prefixes(model)
             others = sorted({_block_of(k, prefixes) for k in own if not k.startswith(prefix + ".")} - {None})

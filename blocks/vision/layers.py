@@ -164,7 +164,10 @@ def backbone_outputs(x: PortType, maps: Sequence[tuple[str, PortType, int]], poo
 
 @register
 class ConvBNActBlock(Block):
-    """Convolution (no bias), batch norm and activation: torchvision's Conv2dNormActivation."""
+    """Convolution (no bias), batch norm and activation: torchvision's Conv2dNormActivation.
+
+    Padding is (kernel - 1) // 2 * dilation, so stride 1 keeps H and W and stride s gives ceil(H/s).
+    """
     name: ClassVar[str] = "conv_bn_act"
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, C_in, H, W]")}

@@ -260,6 +260,7 @@ class ViT(Block):
         patch, _, _, dim, _ = _VARIANTS[self.variant]
         _check_image(x, self.image_size, patch, "image_size")
         b, g = x.shape[0], self.image_size // patch
+        # features: the patch grid (a map at stride `patch`) and the whole token sequence (class token first)
         fields = (("grid", PortType("feature_map", (b, dim, g, g), x.dtype)),
                   ("tokens", PortType("sequence", (b, g * g + 1, dim), x.dtype)))
         out = {"pooled": PortType("vector", (b, dim), x.dtype),

@@ -19,6 +19,7 @@ from . import style as S
 from .view import VCluster, VEdge, View, VNode, short_value
 
 MAX_KEY_PARAMS = 6
+BR_LEFT = '<br align="left"/>'
 WRAP = 46
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -83,12 +84,12 @@ def wrap(text: str, width: int = WRAP) -> list[str]:
     return out
 
 
-def _lines(text: str, width: int = WRAP, max_lines: int = 4) -> str:
+def _lines(text: str, width: int = WRAP, max_lines: int = 4, br: str = "<br/>") -> str:
     ls = wrap(text, width)
     if len(ls) > max_lines:
         ls = ls[:max_lines]
         ls[-1] = ls[-1][: width - 1] + "…"
-    return "<br/>".join(html_text(x) for x in ls)
+    return br.join(html_text(x) for x in ls)
 
 
 def _attrs(**kw) -> str:
@@ -250,12 +251,12 @@ def legend(view: View) -> str:
 def graph_label(view: View) -> str:
     rows = [f'<tr><td align="left"><b><font point-size="16">{html_text(view.name)}</font></b></td></tr>']
     if view.description:
-        rows.append(f'<tr><td align="left"><font color="{S.GREY_TEXT}">{_lines(view.description, 90, 3)}</font></td></tr>')
+        rows.append(f'<tr><td align="left"><font color="{S.GREY_TEXT}">{_lines(view.description, 90, 3, BR_LEFT)}</font></td></tr>')
     if view.n_errors:
         rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}"><b>{view.n_errors} error'
                     f'{"s" if view.n_errors != 1 else ""}: drawn in red</b></font></td></tr>')
     for text in view.errors[:8]:
-        rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}">{_lines(text, 90, 3)}</font></td></tr>')
+        rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}">{_lines(text, 90, 3, BR_LEFT)}</font></td></tr>')
     if len(view.errors) > 8:
         rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}">+{len(view.errors) - 8} more</font></td></tr>')
     if view.macs_at:

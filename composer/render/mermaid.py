@@ -48,6 +48,8 @@ def node_label(n: VNode) -> str:
         parts.append(text(n.type + (" · frozen" if n.frozen else "")))
     if n.key_params:
         parts.append(text(", ".join(f"{k}={short_value(v)}" for k, v in list(n.key_params.items())[:6])))
+    if n.description and n.role != "port":
+        parts.append("<i>" + _multiline(n.description, 44, 2) + "</i>")
     fig = figures(n) if n.role in ("block", "group", "subpipeline") else ""
     if fig:
         parts.append(text(fig))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,11 @@ from pydantic import ValidationError
 from torch import nn
 from torchvision.models.efficientnet import MBConv as TVMBConv, MBConvConfig
 
+import composer
 from blocks.vision.efficientnet import EfficientNet, MBConv
 from composer.dims import evaluate, format_dim, sym
 from composer.types import InferError, PortType
+from composer.weights import map_state_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H"), sym("W")
@@ -193,7 +194,6 @@ def test_mbconv_symbolic_and_bad_params():
 
 
 def test_pipeline_matches_torchvision(image):
-    composer = pytest.importorskip("composer")
     pipe = composer.load(ROOT / "pipelines" / "efficientnet_b0.yaml")
     model = pipe.build(seed=0)
     ref = randomize(torchvision.models.efficientnet_b0(weights=None))
@@ -210,11 +210,9 @@ def test_pipeline_matches_torchvision(image):
 def test_pipeline_takes_a_torchvision_checkpoint():
     """composer.weights maps a torchvision state dict onto the pipeline: at least the whole backbone
     (by block prefix: `features.*` into `backbone`), or everything (by order)."""
-    composer = pytest.importorskip("composer")
-    weights = pytest.importorskip("composer.weights")
     model = composer.load(ROOT / "pipelines" / "efficientnet_b0.yaml").build(seed=0)
     ref = randomize(torchvision.models.efficientnet_b0(weights=None))
-    mapped, report = weights.map_state_dict(model, ref.state_dict())
+    mapped, report = map_state_dict(model, ref.state_dict())
     model.load_state_dict(mapped, strict=False)
     assert report.strategy in ("block-prefix", "order")
     own = model.state_dict()

@@ -13,9 +13,11 @@ from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual as TVInvertedResidualV2
 from torchvision.models.mobilenetv3 import InvertedResidual as TVInvertedResidualV3, InvertedResidualConfig
 
+import composer
 from blocks.vision.mobilenet import InvertedResidual, MobileNet
 from composer.dims import evaluate, format_dim, sym
 from composer.types import InferError, PortType
+from composer.weights import map_state_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H"), sym("W")
@@ -84,9 +86,10 @@ def test_matches_torchvision(variant, image):
     torch.testing.assert_close(pooled, expected_map.mean((2, 3)), atol=1e-4, rtol=0)
 
 
-def test_v2_width_mult_matches_torchvision(image):
-    ref = randomize(torchvision.models.mobilenet_v2(weights=None, width_mult=0.5, num_classes=10))
-    ours = MobileNet(variant="v2", width_mult=0.5, num_classes=10).build(x=PortType("image", (2, 3, 64, 64)))
+@pytest.mark.parametrize("variant,width", [("v2", 0.5), ("v2", 1.4), ("v3_large", 0.75)])
+def test_width_mult_matches_torchvision(variant, width, image):
+    ref = randomize(TORCHVISION[variant](weights=None, width_mult=width, num_classes=10))
+    ours = MobileNet(variant=variant, width_mult=width, num_classes=10).build(x=PortType("image", (2, 3, 64, 64)))
     ours.load_state_dict(ref.state_dict())
     with torch.no_grad():
         assert (ours.eval()(image)[2] - ref(image)).abs().max().item() <= 1e-4
@@ -201,7 +204,6 @@ def test_inverted_residual_rejects_bad_params():
 
 
 def test_pipeline_matches_torchvision(image):
-    composer = pytest.importorskip("composer")
     pipe = composer.load(ROOT / "pipelines" / "mobilenet_v3.yaml")
     model = pipe.build(seed=0)
     ref = randomize(torchvision.models.mobilenet_v3_large(weights=None))
@@ -219,11 +221,9 @@ def test_pipeline_matches_torchvision(image):
 def test_pipeline_takes_a_torchvision_checkpoint():
     """composer.weights maps a torchvision state dict onto the pipeline: at least the whole backbone
     (by block prefix: `features.*` into `backbone`), or everything (by order)."""
-    composer = pytest.importorskip("composer")
-    weights = pytest.importorskip("composer.weights")
     model = composer.load(ROOT / "pipelines" / "mobilenet_v3.yaml").build(seed=0)
     ref = randomize(torchvision.models.mobilenet_v3_large(weights=None))
-    mapped, report = weights.map_state_dict(model, ref.state_dict())
+    mapped, report = map_state_dict(model, ref.state_dict())
     model.load_state_dict(mapped, strict=False)
     assert report.strategy in ("block-prefix", "order")
     own = model.state_dict()

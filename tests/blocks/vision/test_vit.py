@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from torch import nn
 from torchvision.models.vision_transformer import EncoderBlock
 
+import composer
 from blocks.vision.vit import PatchEmbed, TransformerEncoderLayer, ViT
 from composer.dims import sym
 from composer.types import InferError, PortType
@@ -209,7 +210,6 @@ def test_encoder_layer_rejects_bad_inputs_and_params():
 
 
 def _pipeline_parity(size: int, batch: int) -> None:
-    composer = pytest.importorskip("composer")
     text = (ROOT / "pipelines" / "vit_b16.yaml").read_text()
     if size != 224:
         assert "[B, 3, 224, 224]" in text
@@ -237,7 +237,6 @@ def test_pipeline_matches_torchvision_small():
 
 @pytest.mark.slow
 def test_pipeline_matches_torchvision_full_size():
-    composer = pytest.importorskip("composer")
     pipe = composer.load(ROOT / "pipelines" / "vit_b16.yaml")
     with torch.device("meta"):
         assert n_params(pipe.build(seed=0)) == 86_567_656
