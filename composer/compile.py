@@ -72,6 +72,12 @@ def _type_comment(t: Optional[PortType]) -> str:
     return f"  # {t}" if t is not None else ""
 
 
+def _value(var: dict, graph: Graph, ref) -> str:
+    """The expression for a reference: a variable, or one field of a structured value."""
+    name = var[(ref.node, graph.port_of(ref))]
+    return name if ref.field is None else f"{name}[{ref.field!r}]"
+
+
 def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
     """The forward's source, and the variable that holds each (node, port) value."""
     r = graph.resolved
@@ -94,7 +100,7 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
                 continue
             b = node.bindings[port]
             refs = b if isinstance(b, list) else [b]
-            names = [var[(ref.node, graph.port_of(ref))] for ref in refs]
+            names = [_value(var, graph, ref) for ref in refs]
             call_args.append(f"[{', '.join(names)}]" if spec_port.variadic else names[0])
         base = _var(name, used)
         if cls.passthrough:
@@ -114,7 +120,7 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
             lines.append(f"    {', '.join(targets)} = {call}")
             for port, v in zip(outs, targets):
                 lines.append(f"    # {v}: {outs[port]}")
-    result = ", ".join(f"{o!r}: {var[(ref.node, graph.port_of(ref))]}" for o, ref in r.outputs.items())
+    result = ", ".join(f"{o!r}: {_value(var, graph, ref)}" for o, ref in r.outputs.items())
     lines.append(f"    return {{{result}}}")
     return "\n".join(lines) + "\n", var
 

@@ -55,8 +55,12 @@ class Graph:
         if not outs:
             return None
         if ref.port is None:
-            return next(iter(outs.values())) if len(outs) == 1 else None
-        return outs.get(ref.port)
+            t = next(iter(outs.values())) if len(outs) == 1 else None
+        else:
+            t = outs.get(ref.port)
+        if t is not None and ref.field is not None:
+            t = dict(t.fields).get(ref.field)
+        return t
 
     def port_of(self, ref: Ref) -> Optional[str]:
         """The output port a reference reads (its own, or the only one)."""
@@ -251,7 +255,7 @@ def _lookup_type(ref: Ref, types: dict, nodes: dict, diags: Diagnostics) -> Opti
         return None  # an upstream error, already reported
     if ref.port is None:
         if len(outs) == 1:
-            return next(iter(outs.values()))
+            return _field(ref, next(iter(outs.values())), diags)
         diags.add(E.UNKNOWN_PORT, f"`{ref.node}` has several outputs; name one", loc=ref.loc, path=ref.path,
                   expected=", ".join(f"`{ref.node}.{p}`" for p in outs), found=f"`{ref.node}`")
         return None
@@ -260,7 +264,19 @@ def _lookup_type(ref: Ref, types: dict, nodes: dict, diags: Diagnostics) -> Opti
         diags.add(E.UNKNOWN_PORT, f"{what} has no output port `{ref.port}`", loc=ref.loc, path=ref.path,
                   expected=", ".join(outs), found=ref.port, hint=did_you_mean(ref.port, outs))
         return None
-    return outs[ref.port]
+    return _field(ref, outs[ref.port], diags)
+
+
+def _field(ref: Ref, t: PortType, diags: Diagnostics) -> Optional[PortType]:
+    if ref.field is None:
+        return t
+    fields = dict(t.fields)
+    if ref.field not in fields:
+        names = ", ".join(fields) or "none: it is not a structured port"
+        diags.add(E.UNKNOWN_PORT, f"`{ref.node}.{ref.port}` has no field `{ref.field}`", loc=ref.loc, path=ref.path,
+                  expected=names, found=ref.field, hint=did_you_mean(ref.field, fields))
+        return None
+    return fields[ref.field]
 
 
 def count_params(node: Node, ins: dict) -> int:

@@ -199,19 +199,21 @@ class _Resolver:
             return None
         if "*" in target:  # a plain block: the port is checked once its outputs are inferred
             base = target["*"]
-            return Ref(base.node, ref.port, ref.loc, ref.path)
+            return Ref(base.node, ref.port, ref.loc, ref.path, ref.field)
         if None in target and len(target) == 1:  # an input
+            base = target[None]
             if ref.port is not None:
+                if base.node != ref.node:  # a sub-pipeline input: what feeds it may have ports
+                    return Ref(base.node, base.port, ref.loc, ref.path, ref.port)
                 self.diags.add(E.UNKNOWN_PORT, f"input `{ref.node}` has no port `{ref.port}`", loc=ref.loc,
                                path=ref.path, hint=f"refer to it as `{ref.node}`")
                 return None
-            base = target[None]
             return Ref(base.node, base.port, ref.loc, ref.path)
         # a sub-pipeline: its outputs are its ports
         if ref.port is None:
             if len(target) == 1:
                 (base,) = target.values()
-                return Ref(base.node, base.port, ref.loc, ref.path)
+                return Ref(base.node, base.port, ref.loc, ref.path, base.field)
             names = ", ".join(f"`{ref.node}.{p}`" for p in target)
             self.diags.add(E.UNKNOWN_PORT, f"sub-pipeline `{ref.node}` has several outputs; name one", loc=ref.loc,
                            path=ref.path, expected=names, found=f"`{ref.node}`")
@@ -222,7 +224,11 @@ class _Resolver:
                            hint=did_you_mean(ref.port, [str(p) for p in target]))
             return None
         base = target[ref.port]
-        return Ref(base.node, base.port, ref.loc, ref.path)
+        if base.field is not None and ref.field is not None:
+            self.diags.add(E.UNKNOWN_PORT, f"`{ref}`: `{ref.node}.{ref.port}` is already a field", loc=ref.loc,
+                           path=ref.path)
+            return None
+        return Ref(base.node, base.port, ref.loc, ref.path, base.field or ref.field)
 
     def _bindings(self, node: Node, raw: Any, exports: dict, doc: Doc) -> dict:
         cls = self.registry.get(node.type)

@@ -92,11 +92,13 @@ class Session:
     graph_optimization: "disable" | "basic" | "extended" | "all".
     threads: intra-op threads (None: onnxruntime's default, one per core).
     io_binding: on CUDA, bind inputs and outputs on the device (default True there).
+    spinning: let idle onnxruntime worker threads spin (lowest latency; False when sharing the CPU).
     """
 
     def __init__(self, path: Union[str, os.PathLike], device: str = "auto", *, graph_optimization: str = "all",
                  threads: Optional[int] = None, inter_threads: Optional[int] = None, io_binding: Optional[bool] = None,
-                 device_id: int = 0, trt_cache_dir: Optional[str] = None, trt_fp16: bool = False):
+                 device_id: int = 0, trt_cache_dir: Optional[str] = None, trt_fp16: bool = False,
+                 spinning: bool = True):
         ort = _ort()
         self.path = Path(path)
         if device not in DEVICES:
@@ -147,6 +149,9 @@ class Session:
             so.intra_op_num_threads = threads
         if inter_threads:
             so.inter_op_num_threads = inter_threads
+        if not spinning:  # idle worker threads sleep instead of spinning (fairer beside other work)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         so.log_severity_level = 3          # errors only; we report provider problems ourselves
         options = []
         for p in chain:

@@ -82,15 +82,18 @@ class PipelineSpec(_Model):
 
 @dataclass
 class Ref:
-    """A reference to a value: `node` (its only output) or `node.port`."""
+    """A reference to a value: `node` (its only output), `node.port`, or a field of a
+    structured port, `node.port.field` (one scale of a backbone's `features`)."""
 
     node: str
     port: Optional[str]
     loc: Optional[Location] = None
     path: str = ""
+    field: Optional[str] = None
 
     def __str__(self) -> str:
-        return self.node if self.port is None else f"{self.node}.{self.port}"
+        text = self.node if self.port is None else f"{self.node}.{self.port}"
+        return text if self.field is None else f"{text}.{self.field}"
 
 
 Binding = Union[Ref, list[Ref]]
@@ -232,12 +235,13 @@ def parse_ref(text: Any, doc: Doc, path: tuple, diags: Diagnostics) -> Optional[
         diags.add(E.INVALID_VALUE, "a reference must be a string `block` or `block.port`", loc=loc,
                   path=dotted(path), expected="`block` or `block.port`", found=_found(text))
         return None
-    node, _, port = text.strip().partition(".")
-    if not NAME_RE.match(node) or (port and not IDENT_RE.match(port)):
+    node, _, rest = text.strip().partition(".")
+    port, _, fld = rest.partition(".")
+    if not NAME_RE.match(node) or (rest and not IDENT_RE.match(port)) or (fld and not IDENT_RE.match(fld)):
         diags.add(E.INVALID_VALUE, f"`{text}` is not a reference", loc=loc, path=dotted(path),
-                  expected="`block` or `block.port`", found=_found(text))
+                  expected="`block`, `block.port` or `block.port.field`", found=_found(text))
         return None
-    return Ref(node, port or None, loc, dotted(path))
+    return Ref(node, port or None, loc, dotted(path), fld or None)
 
 
 def _parse_binding(value: Any, doc: Doc, path: tuple, diags: Diagnostics):

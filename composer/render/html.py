@@ -88,6 +88,7 @@ def to_html(view: View, rankdir: str = "TB") -> str:
         css=_CSS,
         js=_JS,
         layout="graphviz" if from_graphviz else "simple",
+        rankdir=esc(rankdir),
     )
 
 
@@ -101,7 +102,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <title>{title} · composer</title>
 <style>{css}</style>
 </head>
-<body data-layout="{layout}">
+<body data-layout="{layout}" data-rankdir="{rankdir}">
 <header>
   <div class="head">
     <h1>{title}</h1> {status} <span class="muted">{n_blocks} nodes</span>
@@ -218,6 +219,13 @@ _JS = r"""
   document.getElementById("zin").onclick = function () { zoom(1 / 1.3); };
   document.getElementById("zout").onclick = function () { zoom(1.3); };
   document.getElementById("fit").onclick = function () { setVB(home); };
+  // start readable: a large graph opens at about 1:1 at its start (top, or left for LR), not shrunk to fit
+  (function () {
+    var cw = canvas.clientWidth, ch = canvas.clientHeight;
+    if (!cw || !ch || Math.min(cw / home[2], ch / home[3]) >= 0.8) return;
+    var w = cw, h = ch, lr = document.body.getAttribute("data-rankdir") === "LR";
+    setVB(lr ? [home[0], home[1] + home[3] / 2 - h / 2, w, h] : [home[0] + home[2] / 2 - w / 2, home[1], w, h]);
+  })();
 
   function el(tag, text, cls) {
     var e = document.createElement(tag);

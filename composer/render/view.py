@@ -135,9 +135,8 @@ def type_str(t: Optional[PortType]) -> Optional[str]:
 
 def diag_text(d) -> str:
     text = f"{d.code}: {d.message}"
-    if d.expected is not None or d.found is not None:
-        text += f" (expected {d.expected}, found {d.found})"
-    return text
+    parts = [f"{k} {v}" for k, v in (("expected", d.expected), ("found", d.found)) if v is not None]
+    return text + (f" ({', '.join(parts)})" if parts else "")
 
 
 # ---- building ----------------------------------------------------------------------------

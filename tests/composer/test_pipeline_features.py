@@ -154,3 +154,21 @@ def test_named_ports_mapping_and_multiple_outputs(write_spec):
     assert str(pipe.graph.output_type(pipe.resolved.outputs["feat"])) == "feature_map [B, 8, H, W]"
     out = pipe.build()(image=torch.randn(1, 3, 8, 8))
     assert set(out) == {"y", "feat"} and out["feat"].shape == (1, 8, 8, 8)
+
+
+def test_field_references_into_structured_ports(write_spec):
+    path = write_spec(spec_with("""\
+        backbone: {block: resnet, in: image, depth: 18}
+        out: {block: conv2d, in: backbone.features.c4, out_channels: 8, kernel: 1}
+        """, outputs="y: out\n  c5: backbone.features.c5",
+        inputs="image: {kind: image, shape: [B, 3, H, W]}\ndims: {H: {multiple_of: 32}, W: {multiple_of: 32}}"))
+    pipe = composer.load(path)
+    assert str(pipe.graph.output_type(pipe.resolved.outputs["y"])) == "feature_map [B, 8, H/16, W/16]"
+    assert "self.out(backbone__features['c4'])" in pipe.build().code
+    out = pipe.build()(image=torch.randn(1, 3, 64, 64))
+    assert out["y"].shape == (1, 8, 4, 4) and out["c5"].shape == (1, 512, 2, 2)
+    bad = write_spec(path.read_text().replace("features.c4", "features.c9"), "bad.yaml")
+    with pytest.raises(SpecError) as info:
+        composer.load(bad)
+    (d,) = info.value.errors
+    assert d.code == "E202" and d.expected == "c2, c3, c4, c5" and d.loc.line == 7

@@ -1,0 +1,214 @@
+"""torch eager vs onnxruntime (CPU provider) for every `pipelines/*.yaml`, and export times.
+
+For each pipeline: build it (seed 0), export it with `composer.export` (dynamo exporter,
+verified against torch; the exporter's own time and the total with verification are
+reported), then time the forward at batch 1 and 8 (other dims at the spec's `example`
+sizes) in torch eager (eval, `no_grad`) and in an onnxruntime session on the CPU provider
+(graph optimisation "all"), both with one intra-op thread per core.
+
+Timing: interleaved runs in ABBA order (torch, ort, ort, torch, ...), so neither side always
+runs first and slow phases of this shared machine hit both; wall clock per call; median
+per side; the figure is the ratio onnxruntime / torch measured in the same run (target for
+conv nets: ≤ 0.7). Absolute times are quoted with the machine they came from.
+
+    .venv/bin/python benchmarks/bench_runtime.py [--seconds 3] [--only resnet50,cnn] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import composer  # noqa: E402
+from composer.inputs import BATCH_NAMES, example_size, random_inputs, specs_from_pipeline, symbols_of  # noqa: E402
+from composer.runtime import Session  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION = "## ONNX runtime"
+BATCHES = (1, 8)
+TARGET = 0.7
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime as ort
+    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; Python "
+            f"{platform.python_version()}, torch {torch.__version__}, onnxruntime {ort.__version__}")
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) one `## ` section of RESULTS.md, leaving every other section alone."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    block = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda m: block + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_conv_net(model: torch.nn.Module) -> bool:
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    attn = sum(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    return convs >= 2 and attn == 0
+
+
+def interleaved(model, sess: Session, inputs: dict, seconds: float, min_pairs: int = 3, max_pairs: int = 200):
+    """ABBA-interleaved wall times of torch and onnxruntime; returns (torch list, ort list)."""
+    feed = {k: v.numpy() for k, v in inputs.items()}
+
+    def t_torch():
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model(**inputs)
+        return time.perf_counter() - t0
+
+    def t_ort():
+        t0 = time.perf_counter()
+        sess.run(feed)
+        return time.perf_counter() - t0
+
+    t_torch(), t_ort()                                     # warm-up (allocations, first-run kernels)
+    tt, to = [], []
+    start = time.perf_counter()
+    i = 0
+    while i < max_pairs and (i < min_pairs or time.perf_counter() - start < 2 * seconds):
+        if i % 2 == 0:
+            tt.append(t_torch())
+            to.append(t_ort())
+        else:
+            to.append(t_ort())
+            tt.append(t_torch())
+        i += 1
+    return tt, to
+
+
+def fmt_ms(s: float) -> str:
+    ms = s * 1000
+    return f"{ms:,.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
+
+
+def bench_pipeline(path: Path, seconds: float, threads: int, folder: Path) -> dict:
+    pipe = composer.load(path)
+    model = pipe.build(seed=0).eval()
+    t0 = time.perf_counter()
+    rep = composer.export(model, folder / f"{pipe.name}.onnx", pipeline=pipe)
+    total_export = time.perf_counter() - t0
+    sess = Session(folder / f"{pipe.name}.onnx", device="cpu", threads=threads, spinning=False)
+    specs = specs_from_pipeline(pipe)
+    dims = pipe.resolved.dims
+    row = {"pipeline": pipe.name, "params": pipe.graph.total_params(), "conv": is_conv_net(model),
+           "export_s": rep["export_seconds"], "export_total_s": total_export,
+           "max_abs": rep["verification"]["max_abs"], "runs": []}
+    for batch in BATCHES:
+        env = {}
+        for sym in symbols_of(specs):
+            env[sym] = batch if sym in BATCH_NAMES else example_size(sym, dims.get(sym))
+        inputs = random_inputs(specs, env, seed=0)
+        shape = "×".join(str(s) for s in next(iter(inputs.values())).shape)
+        tt, to = interleaved(model, sess, inputs, seconds)
+        mt, mo = statistics.median(tt), statistics.median(to)
+        paired = statistics.median(o / t for o, t in zip(to, tt))
+        row["runs"].append({"batch": batch, "input": shape, "torch": mt, "ort": mo, "ratio": mo / mt,
+                            "paired": paired, "n": len(tt)})
+        print(f"{pipe.name:<18} batch {batch}: torch {fmt_ms(mt)}, onnxruntime {fmt_ms(mo)}, "
+              f"ratio {mo / mt:.2f} ({len(tt)} pairs)", flush=True)
+    print(f"{pipe.name:<18} export {rep['export_seconds']:.1f} s (with verification {total_export:.1f} s)", flush=True)
+    return row
+
+
+def report(rows: list[dict], threads: int, seconds: float) -> str:
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"`benchmarks/bench_runtime.py`, {now}. Machine: {machine()}; {threads} intra-op threads on both sides.",
+        "",
+        "Every `pipelines/*.yaml` built with seed 0, exported with `composer.export` (dynamo exporter, verified "
+        "against torch), then timed in torch eager (eval, `no_grad`) and in onnxruntime on `CPUExecutionProvider` "
+        "(graph optimisation `all`, worker threads not spinning between runs, so they do not steal the CPU from the interleaved torch runs). Batch 1 and 8; other dims at the spec's `example` size. ABBA-interleaved "
+        f"wall-clock runs (about {seconds:g} s per side per cell, at least 3 pairs), medians; **ratio** = "
+        f"onnxruntime / torch in the same run (target for conv nets ≤ {TARGET}). Export: the exporter alone, and "
+        "the whole `composer.export` call (checker and onnxruntime verification at two sizes of every dim).",
+        "",
+        "| pipeline | params | input | torch eager | onnxruntime | **ratio** | paired ratio | pairs | conv net ≤ 0.7 |",
+        "|:--|--:|:--|--:|--:|--:|--:|--:|:--|",
+    ]
+    for row in rows:
+        for r in row["runs"]:
+            verdict = ("met" if r["ratio"] <= TARGET else "**not met**") if row["conv"] else "—"
+            lines.append(f"| {row['pipeline']} | {row['params']:,} | {r['input']} | {fmt_ms(r['torch'])} | "
+                         f"{fmt_ms(r['ort'])} | **{r['ratio']:.2f}** | {r['paired']:.2f} | {r['n']} | {verdict} |")
+    lines += ["", "| pipeline | export (exporter) | export + checker + verification | max abs diff |",
+              "|:--|--:|--:|--:|"]
+    for row in rows:
+        lines.append(f"| {row['pipeline']} | {row['export_s']:.1f} s | {row['export_total_s']:.1f} s | "
+                     f"{row['max_abs']:.1e} |")
+    conv = [r["ratio"] for row in rows if row["conv"] for r in row["runs"]]
+    if conv:
+        met = sum(x <= TARGET for x in conv)
+        lines += ["", f"- Conv nets: {met} of {len(conv)} cells meet onnxruntime ≤ {TARGET} × torch eager; "
+                      f"median ratio {statistics.median(conv):.2f}."]
+    other = [r["ratio"] for row in rows if not row["conv"] for r in row["runs"]]
+    if other:
+        lines.append(f"- Other pipelines (MLP, transformer): median ratio {statistics.median(other):.2f}.")
+    lines.append("- Shared 2-core machine: absolute times vary run to run; compare the ratios. GPU figures "
+                 "(CUDA provider vs torch CUDA, TensorRT) need a GPU machine and are not measured here.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="about this long per side per cell")
+    ap.add_argument("--only", default="", help="comma-separated words; pipelines whose name contains one")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    specs = sorted((ROOT / "pipelines").glob("*.yaml"))
+    if args.only:
+        words = args.only.split(",")
+        specs = [p for p in specs if any(w in p.stem for w in words)]
+    rows = []
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="bench-runtime-") as tmp:
+        for path in specs:
+            try:
+                rows.append(bench_pipeline(path, args.seconds, args.threads, Path(tmp)))
+            except composer.ComposerError as exc:
+                failed.append((path.name, str(exc).splitlines()[0]))
+                print(f"{path.name}: FAILED: {exc}", flush=True)
+    text = report(rows, args.threads, args.seconds)
+    if failed:
+        text += "\n" + "\n".join(f"- `{n}` failed to export: {m}" for n, m in failed)
+    print("\n" + text)
+    if not args.no_write:
+        write_section(RESULTS, SECTION, text)
+        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
