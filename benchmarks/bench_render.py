@@ -146,7 +146,8 @@ def machine() -> str:
         dot_v = subprocess.run([dot_path() or "dot", "-V"], capture_output=True, text=True).stderr.strip()
     except OSError:
         dot_v = "dot not found"
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; "
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, load average {load}; "
             f"Python {platform.python_version()}, torch {torch.__version__}; {dot_v}")
 
 

@@ -14,6 +14,12 @@ from typing import Iterator
 from .errors import ComposerError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def ensure_dir(folder: str | Path) -> Path:
     folder = Path(folder)
     try:
@@ -32,6 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ensure_dir(path.parent if str(path.parent) else Path("."))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -151,13 +151,17 @@ def compile_graph(graph: Graph, *, seed: Optional[int] = None, device: Optional[
         node = graph.nodes[name]
         if type(node.block).passthrough:
             continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(node_seed(seed, name))
-            if device is not None:
-                with torch.device(device):
-                    module = node.block.build(**graph.in_types[name])
-            else:
+        if str(device) == "meta":  # shapes only: no values, so no seeding
+            with torch.device("meta"):
                 module = node.block.build(**graph.in_types[name])
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(node_seed(seed, name))
+                if device is not None:
+                    with torch.device(device):
+                        module = node.block.build(**graph.in_types[name])
+                else:
+                    module = node.block.build(**graph.in_types[name])
         if node.frozen:
             for p in module.parameters():
                 p.requires_grad_(False)

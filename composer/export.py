@@ -36,7 +36,7 @@ from torch import nn
 
 from .dims import Dim, format_dim
 from .errors import ComposerError
-from .inputs import InputSpec, concrete_shape, default_sizes, random_inputs, specs_from_pipeline, symbols_of
+from .inputs import InputSpec, default_sizes, random_inputs, specs_from_pipeline, symbols_of
 
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2   # protobuf's 2 GiB limit, with room for the graph
 TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2)}   # (atol, rtol)
@@ -331,8 +331,9 @@ def verify_onnx(onnx_path: Path, reference: nn.Module, specs: Mapping[str, Input
     ok = True
     for i, env in enumerate(configs):
         inputs = random_inputs(specs, env, seed=seed + i)
+        device = next((p.device for p in reference.parameters()), torch.device("cpu"))
         with torch.no_grad():
-            ref = reference(**inputs)
+            ref = reference(**{k: v.to(device) for k, v in inputs.items()})
         try:
             got = sess.run({k: v.numpy() for k, v in inputs.items()})
         except ComposerError as exc:
@@ -420,7 +421,8 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
     was_training = model.training
     model.eval()
     try:
-        example = random_inputs(specs, trace_env, seed=0)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        example = {k: v.to(device) for k, v in random_inputs(specs, trace_env, seed=0).items()}
         try:
             with torch.no_grad():
                 result = model(**example)

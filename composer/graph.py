@@ -2,7 +2,8 @@
 
 `analyze` never raises for spec problems; it returns a `Graph` whose `diagnostics` hold them,
 so a diagram can still be drawn from an invalid spec. Nodes whose inputs are unknown (an
-upstream error) are skipped rather than reported again.
+upstream error) are not checked and not reported again; `Graph.failed` holds both the nodes
+with an error of their own and those left unchecked (they have no entry in `types`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Graph:
     in_types: dict[str, dict[str, Union[PortType, list[PortType]]]]
     params: dict[str, int]
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    failed: set[str] = field(default_factory=set)     # nodes with an error of their own
+    failed: set[str] = field(default_factory=set)     # nodes with an error, or unchecked after one
 
     @property
     def errors(self) -> list[Diagnostic]:

@@ -69,9 +69,16 @@ class InputSpec:
 def _int_high(graph, name: str) -> int:
     """Random ids must stay below every vocabulary size a consumer of `name` declares."""
     highs = []
-    for succ in graph.dag.successors(name) if name in graph.dag else ():
+    todo = list(graph.dag.successors(name)) if name in graph.dag else []
+    seen: set[str] = set()
+    while todo:
+        succ = todo.pop()
         node = graph.nodes.get(succ)
-        if node is None or node.block is None:
+        if succ in seen or node is None or node.block is None:
+            continue
+        seen.add(succ)
+        if type(node.block).passthrough or node.type == "_port":   # sub-pipeline inputs: look through
+            todo.extend(graph.dag.successors(succ))
             continue
         for key, value in node.block.model_dump().items():
             if isinstance(value, int) and not isinstance(value, bool) and ("vocab" in key or "num_embeddings" in key):

@@ -107,6 +107,16 @@ class Resolved:
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
+def _referenced(bindings: Any) -> set[str]:
+    """Names a block's written `in:` refers to."""
+    if bindings is None:
+        return set()
+    if isinstance(bindings, dict):
+        return set().union(*(_referenced(b) for b in bindings.values())) if bindings else set()
+    refs = bindings if isinstance(bindings, list) else [bindings]
+    return {r.node for r in refs}
+
+
 def input_type(decl: InputDecl, dims: dict[str, DimDecl]) -> PortType:
     """The port type of a declared input; raises DimSyntaxError on a bad dim."""
     multiples = {n: d.multiple_of for n, d in dims.items()}
@@ -134,31 +144,33 @@ class _Resolver:
             exports[name] = {None: ref}
         pending: list[tuple[Node, Any]] = []
         for decl in parsed.blocks.values():
-            full = prefix + decl.name
             if decl.spec is not None:
-                exports[decl.name] = self.subpipeline(decl, doc, full, scope, stack, exports) or {_FAILED: None}
                 continue
+            full = prefix + decl.name
             copies = decl.repeat
             if copies > 1:
                 self.groups[full] = copies
+            chain = self._chain_port(decl) if copies > 1 else None
             for i in range(copies):
                 name = f"{full}/{i}" if copies > 1 else full
                 node = Node(name, decl.type or "", decl.params, {}, decl.frozen, decl.description, decl.loc, doc,
                             decl.path, scope, (full, i, copies) if copies > 1 else None)
-                if decl.params is None and decl.type not in self.registry:
-                    node.type = decl.type or ""
                 self.nodes[name] = node
                 if i == 0:
                     pending.append((node, decl.bindings))
-                else:
-                    prev = f"{full}/{i - 1}"
-                    bindings: dict = {}
-                    port = self._chain_port(decl, node)
-                    if port is not None:
-                        bindings[port] = Ref(prev, None, decl.loc, dotted(decl.path + ("repeat",)))
-                    node.bindings = bindings
+                elif chain is not None:
+                    node.bindings = {chain: Ref(f"{full}/{i - 1}", None, decl.loc, dotted(decl.path + ("repeat",)))}
             last = f"{full}/{copies - 1}" if copies > 1 else full
             exports[decl.name] = {"*": Ref(last, None)}
+        # sub-pipelines, each after the sub-pipelines that feed it (whatever order they are written in)
+        subs = [d for d in parsed.blocks.values() if d.spec is not None]
+        while subs:
+            waiting = {d.name for d in subs}
+            ready = [d for d in subs if not (_referenced(d.bindings) & (waiting - {d.name}))] or subs[:1]
+            for decl in ready:
+                full = prefix + decl.name
+                exports[decl.name] = self.subpipeline(decl, doc, full, scope, stack, exports) or {_FAILED: None}
+                subs.remove(decl)
         # now that every local name is known, rewrite the written references
         for node, raw in pending:
             node.bindings = self._bindings(node, raw, exports, doc)
@@ -175,7 +187,7 @@ class _Resolver:
                 outputs[oname] = r
         return outputs
 
-    def _chain_port(self, decl: BlockDecl, node: Node) -> Optional[str]:
+    def _chain_port(self, decl: BlockDecl) -> Optional[str]:
         cls = self.registry.get(decl.type or "")
         if cls is None:
             return None

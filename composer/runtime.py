@@ -27,6 +27,7 @@ PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProv
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 _preloaded = False
+_preload_note: Optional[str] = None
 
 
 class SessionError(ComposerError):
@@ -41,9 +42,9 @@ def _ort():
 def preload_cuda_libraries() -> Optional[str]:
     """Load the CUDA/cuDNN libraries of torch's wheels so onnxruntime-gpu can use them; returns
     a note when that was not possible (the caller decides whether it matters)."""
-    global _preloaded
+    global _preloaded, _preload_note
     if _preloaded:
-        return None
+        return _preload_note
     note = None
     try:
         import torch  # noqa: F401  (torch's import loads its bundled CUDA libraries)
@@ -51,11 +52,18 @@ def preload_cuda_libraries() -> Optional[str]:
         note = f"torch could not be imported: {exc}"
     ort = _ort()
     if hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls(directory="")   # nvidia-* site packages (those torch's wheels install)
+        import contextlib
+        import io
+        printed = io.StringIO()
+        try:  # finds the nvidia-* site packages that torch's wheels install; it prints, so capture
+            with contextlib.redirect_stdout(printed):
+                ort.preload_dlls()
         except Exception as exc:
             note = f"onnxruntime.preload_dlls failed: {exc}"
+        if printed.getvalue().strip() and note is None:
+            note = printed.getvalue().strip().splitlines()[-1]
     _preloaded = True
+    _preload_note = note
     return note
 
 
@@ -113,6 +121,7 @@ class Session:
             raise SessionError(f"threads must be 0 (default) or more, not {threads}")
         self.requested = device
         self.note = ""
+        preload_note = None
         self._check_file(self.path)
 
         available = ort.get_available_providers()
@@ -125,7 +134,7 @@ class Session:
             ok, why = cuda_visible()
             if not ok:
                 raise SessionError(f"{self.path}: device {device!r} is not usable here: {why}")
-            preload_cuda_libraries()
+            preload_note = preload_cuda_libraries()
             chain = provider_chain(device, available)
         elif device == "auto":
             ok, why = cuda_visible()
@@ -176,7 +185,8 @@ class Session:
         if device in ("cuda", "tensorrt") and PROVIDERS[device] not in self.providers:
             raise SessionError(f"{self.path}: {PROVIDERS[device]} was requested but onnxruntime did not activate it "
                                f"(active: {', '.join(self.providers)}); it would have run on the CPU instead. "
-                               "Check the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs")
+                               "Check the CUDA/cuDNN (and TensorRT) libraries onnxruntime-gpu needs"
+                               + (f" (preloading them said: {preload_note})" if preload_note else ""))
         self.device = {v: k for k, v in PROVIDERS.items()}.get(active, active)
         if device == "auto":
             skipped = [p for p in chain if p not in self.providers]

@@ -229,12 +229,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     tensors = read_state_dict(path)
     mapped, report = map_state_dict(model, tensors, str(path))
     own = model.state_dict()
+    for k, v in mapped.items():  # check everything first: nothing is loaded unless all of it fits
+        target = own[k]
+        if v.dtype != target.dtype and (v.dtype.is_floating_point != target.dtype.is_floating_point):
+            raise WeightsError(f"weights file {path}: `{k}` has dtype {str(v.dtype)[6:]}, the pipeline "
+                               f"{str(target.dtype)[6:]}")
     with torch.no_grad():
         for k, v in mapped.items():
-            target = own[k]
-            if v.dtype != target.dtype and (v.dtype.is_floating_point != target.dtype.is_floating_point):
-                raise WeightsError(f"weights file {path}: `{k}` has dtype {v.dtype}, the pipeline {target.dtype}")
-            target.copy_(v.to(target.dtype))
+            own[k].copy_(v.to(own[k].dtype))
     return report
 
 

@@ -15,7 +15,7 @@ import typer
 
 from .. import _io
 from ..errors import ComposerError
-from ..inputs import InputError, check_inputs, default_sizes, parse_assignments, random_inputs, read_inputs, symbols_of
+from ..inputs import check_inputs, default_sizes, parse_assignments, random_inputs, read_inputs, symbols_of
 from ._common import err, handled, out, print_diagnostics
 
 LOGIT_KINDS = ("logits", "probs")
@@ -143,11 +143,24 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
         result = model(**{n: torch.from_numpy(np.ascontiguousarray(a)).to(dev) for n, a in arrays.items()})
     outputs = {}
     for n in model.output_names:
-        v = result[n]
-        if not isinstance(v, torch.Tensor):
-            raise ComposerError(f"output `{n}` is a {type(v).__name__}, not a tensor")
-        outputs[n] = v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
+        _flatten(n, result[n], outputs)
     return outputs, kinds, f"{pipe.name}: torch on {dev}"
+
+
+def _flatten(name: str, v, outputs: dict) -> None:
+    """Tensors by name; a structured output (a backbone's `features` dict) as `features.c2`, ..."""
+    import torch
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        outputs[name] = (v.float() if v.dtype == torch.bfloat16 else v).numpy()
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            _flatten(f"{name}.{k}", x, outputs)
+    elif isinstance(v, (tuple, list)):
+        for i, x in enumerate(v):
+            _flatten(f"{name}.{i}", x, outputs)
+    else:
+        raise ComposerError(f"output `{name}` is a {type(v).__name__}, not a tensor")
 
 
 def _kind_by_name(name: str) -> str:
@@ -187,6 +200,3 @@ def _save(outputs: dict, path: Path) -> None:
     from safetensors.torch import save as st_save
     tensors = {n: torch.from_numpy(np.ascontiguousarray(v)) for n, v in outputs.items()}
     _io.write_bytes(path, st_save(tensors))
-
-
-__all__ = ["run", "InputError"]

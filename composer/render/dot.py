@@ -251,12 +251,12 @@ def legend(view: View) -> str:
 def graph_label(view: View) -> str:
     rows = [f'<tr><td align="left"><b><font point-size="16">{html_text(view.name)}</font></b></td></tr>']
     if view.description:
-        rows.append(f'<tr><td align="left"><font color="{S.GREY_TEXT}">{_lines(view.description, 90, 3, BR_LEFT)}</font></td></tr>')
+        rows.append(f'<tr><td align="left" balign="left"><font color="{S.GREY_TEXT}">{_lines(view.description, 90, 3, BR_LEFT)}</font></td></tr>')
     if view.n_errors:
         rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}"><b>{view.n_errors} error'
                     f'{"s" if view.n_errors != 1 else ""}: drawn in red</b></font></td></tr>')
     for text in view.errors[:8]:
-        rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}">{_lines(text, 90, 3, BR_LEFT)}</font></td></tr>')
+        rows.append(f'<tr><td align="left" balign="left"><font color="{S.RED_TEXT}">{_lines(text, 90, 3, BR_LEFT)}</font></td></tr>')
     if len(view.errors) > 8:
         rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}">+{len(view.errors) - 8} more</font></td></tr>')
     if view.macs_at:

@@ -163,7 +163,7 @@ main{flex:1;display:flex;min-height:0}
 #panel code{font:12px/1.3 Menlo,Consolas,monospace}
 .figs{display:flex;gap:16px;margin-top:6px}
 .figs div b{display:block;font-size:16px}
-g.node{cursor:pointer}
+g.node,g.edge{cursor:pointer}
 g.node.selected :is(path,polygon,ellipse,rect):first-of-type{stroke:#1565c0;stroke-width:3.5px}
 g.node.hit :is(path,polygon,ellipse,rect):first-of-type{stroke:#ef6c00;stroke-width:4px}
 svg.searching g.node:not(.hit),svg.searching g.edge{opacity:.25}
@@ -283,10 +283,25 @@ _JS = r"""
     }
     if (d.location) { panel.appendChild(el("h3", "Written at")); panel.appendChild(el("code", d.location)); }
   }
+  function showEdge(id) {
+    var d = data.edges[id]; if (!d) return;
+    if (selected) selected.classList.remove("selected");
+    selected = null;
+    panel.textContent = "";
+    panel.appendChild(el("h2", data.nodes[d.src].name + " \u2192 " + data.nodes[d.dst].name));
+    panel.appendChild(el("div", "connection", "muted"));
+    d.errors.forEach(function (t) { panel.appendChild(el("div", t, "err")); });
+    panel.appendChild(el("h3", "Type"));
+    panel.appendChild(el("code", d.type || "unknown (an error further up)"));
+    panel.appendChild(el("h3", "Ports"));
+    panel.appendChild(el("div", d.tooltip));
+  }
   canvas.addEventListener("click", function (e) {
     if (moved) { moved = false; return; }
     var g = e.target.closest ? e.target.closest("g.node") : null;
-    if (g && data.nodes[g.id]) show(g.id);
+    if (g && data.nodes[g.id]) { show(g.id); return; }
+    var ed = e.target.closest ? e.target.closest("g.edge") : null;
+    if (ed && data.edges[ed.id]) showEdge(ed.id);
   });
 
   var nodeEls = Array.prototype.slice.call(svg.querySelectorAll("g.node"));

@@ -222,10 +222,12 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
                            location=str(inp.loc) if inp.loc else "", members=[name])
         owner[name] = key
 
-    cyclic_nodes: set[str] = set()
+    cyclic_nodes: set[str] = set()     # blocks on a cycle, and the edges between them
+    cyclic_edges: set[tuple[str, str]] = set()
     for comp in nx.strongly_connected_components(graph.dag):
         if len(comp) > 1 or any(graph.dag.has_edge(n, n) for n in comp):
             cyclic_nodes |= comp
+            cyclic_edges |= {(u, v) for u, v in graph.dag.subgraph(comp).edges()}
 
     # blocks, folded and collapsed
     for name, node in r.nodes.items():
@@ -241,7 +243,7 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
                 vn = nodes[key] = VNode(new_id("n"), key, "subpipeline", key.rsplit("/", 1)[-1],
                                         f"sub-pipeline {info.pipeline if info else ''}".strip(), "subpipeline",
                                         parent, count=canon.count(sname), blocks=0,
-                                        description=info.description if info else "", n_params=0,
+                                        description=info.description if info else "",
                                         location=(info.file if info else ""))
         else:
             key = canon(name)
@@ -254,17 +256,16 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
                 vn = nodes[key] = VNode(
                     new_id("n"), key, role, shown, node.type or "?",
                     (cls.family if cls is not None else "unknown") if role != "port" else "port", parent,
-                    key_params={k: v for k, v in (node.block.key_params().items() if node.block is not None and
-                                                  role != "port" else [])},
-                    all_params=(node.block.model_dump(mode="json") if node.block is not None and role != "port" else {}),
-                    n_params=0, count=node.group[2] if node.group else 1, description=node.description or "",
+                    key_params=node.block.key_params() if node.block is not None and role != "port" else {},
+                    all_params=node.block.model_dump(mode="json") if node.block is not None and role != "port" else {},
+                    count=node.group[2] if node.group else 1, description=node.description or "",
                     frozen=node.frozen, location=str(node.loc) if node.loc else "")
                 if cls is not None:
                     vn.in_ports = {p: "?" for p in cls.inputs}
         owner[name] = key
         vn.members.append(name)
-        if name in graph.params and vn.n_params is not None:
-            vn.n_params += graph.params[name]
+        if name in graph.params:
+            vn.n_params = (vn.n_params or 0) + graph.params[name]
         if macs is not None and name in macs:
             vn.macs = (vn.macs or 0) + macs[name]
         if name not in graph.types and name not in graph.failed:
@@ -303,11 +304,6 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
 
     # edges (deduplicated after folding; edges inside one drawn node disappear)
     edges: dict[tuple, VEdge] = {}
-    edge_of_ref: dict[int, VEdge] = {}
-    cyclic = set()
-    for comp in nx.strongly_connected_components(graph.dag):
-        if len(comp) > 1:
-            cyclic |= {(u, v) for u, v in graph.dag.subgraph(comp).edges()}
     for u, v, data in graph.dag.edges(data=True):
         su, sv = owner.get(u), owner.get(v)
         if su is None or sv is None or su == sv:
@@ -336,10 +332,8 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
             src_full = f"{u}.{sport}" if sport and sport != "out" else u
             e = edges[ekey] = VEdge(new_id("e"), su, sv, show_sport, dport, ts,
                                     tooltip=f"{src_full} → {v}.{data.get('dst_port')}: {ts or 'type unknown'}")
-        if (u, v) in cyclic and "cycle" not in e.errors:
+        if (u, v) in cyclic_edges and "cycle" not in e.errors:
             e.errors.append("cycle")
-        if ref is not None:
-            edge_of_ref[id(ref)] = e
     for oname, ref in r.outputs.items():
         src = owner.get(ref.node)
         if src is None:
@@ -357,59 +351,64 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
 
 
 def _attach_diagnostics(graph: Graph, view: View, owner: dict[str, str]) -> None:
+    """Put each diagnostic on the edge, input, output or block it is about; else on the graph."""
     r = graph.resolved
-    refs = [(data["ref"], (u, v)) for u, v, data in graph.dag.edges(data=True) if data.get("ref") is not None]
-    edge_by_pair = {(e.src, e.dst): e for e in view.edges}
+    by_loc: dict = {}
+    by_ref_path: dict = {}
+    for u, v, data in graph.dag.edges(data=True):
+        ref = data.get("ref")
+        if ref is not None:
+            if ref.loc is not None:
+                by_loc.setdefault(ref.loc, (u, v))
+            if ref.path:
+                by_ref_path.setdefault(ref.path, (u, v))
+    edges: dict[tuple[str, str], VEdge] = {}
+    for e in view.edges:
+        edges.setdefault((e.src, e.dst), e)
+    by_path: dict[str, list[tuple[Optional[str], str]]] = {}
+    for name, n in r.nodes.items():
+        if n.path:
+            by_path.setdefault(n.path, []).append((_file_of(n), name))
     top_file = r.file
-    # longest paths first, so `blocks.a.b` wins over `blocks.a`
-    node_paths = sorted(((n.path, _file_of(n), name) for name, n in r.nodes.items() if n.path),
-                        key=lambda x: -len(x[0]))
+
+    def blocks_of(d) -> list[str]:
+        segs = d.path.split(".") if d.path else []
+        for k in range(len(segs), 0, -1):  # the longest written path that names a block
+            found = [name for file, name in by_path.get(".".join(segs[:k]), []) if _same_file(d, file)]
+            if found:
+                return found
+        return []
+
     for d in graph.diagnostics:
         text = diag_text(d)
         err = d.severity == "error"
         if err:
             view.n_errors += 1
-        placed = False
         # an edge: the reference the diagnostic points at
-        for ref, (u, v) in (refs if err else []):
-            if (d.loc is not None and ref.loc is not None and d.loc == ref.loc) or \
-                    (d.loc is None and d.path and d.path == ref.path):
-                e = edge_by_pair.get((owner.get(u), owner.get(v)))
-                if e is not None:
-                    if text not in e.errors:
-                        e.errors.append(text)
-                    placed = True
-                    if v in r.nodes:
-                        view.nodes[owner[v]].failed = True
-                break
-        if placed:
+        if err:
+            pair = by_loc.get(d.loc) if d.loc is not None else by_ref_path.get(d.path)
+            e = edges.get((owner.get(pair[0]), owner.get(pair[1]))) if pair else None
+            if e is not None:
+                if text not in e.errors:
+                    e.errors.append(text)
+                if pair[1] in r.nodes:
+                    view.nodes[owner[pair[1]]].failed = True
+                continue
+        # an input or output of the pipeline
+        head, _, rest = d.path.partition(".")
+        name = rest.split(".", 1)[0]
+        key = {"inputs": "in:", "outputs": "out:"}.get(head, "") + name
+        if head in ("inputs", "outputs") and key in view.nodes and _same_file(d, top_file):
+            vn = view.nodes[key]
+            (vn.errors if err else vn.warnings).append(text)
             continue
-        # an input or output
-        for prefix, table in (("inputs", r.inputs), ("outputs", r.outputs)):
-            for name in table:
-                p = f"{prefix}.{name}"
-                if (d.path == p or d.path.startswith(p + ".")) and _same_file(d, top_file):
-                    key = ("in:" if prefix == "inputs" else "out:") + name
-                    vn = view.nodes.get(key)
-                    if vn is not None:
-                        (vn.errors if err else vn.warnings).append(text)
-                        placed = True
-                    break
-            if placed:
-                break
-        if placed:
-            continue
-        # a block
-        for path, file, name in node_paths:
-            if (d.path == path or d.path.startswith(path + ".")) and _same_file(d, file):
-                if d.loc is None and file is not None and file != top_file and not d.path:
-                    continue
-                vn = view.nodes[owner[name]]
-                target = vn.errors if err else vn.warnings
-                if text not in target:
-                    target.append(text)
-                placed = True
-                break
-        if not placed:
+        # a block (every drawn node holding it)
+        targets = {owner[b] for b in blocks_of(d) if b in owner}
+        for key in targets:
+            vn = view.nodes[key]
+            bucket = vn.errors if err else vn.warnings
+            if text not in bucket:
+                bucket.append(text)
+        if not targets:
             where = f"{d.loc}: " if d.loc else ""
             view.errors.append(("" if err else "warning ") + where + text)

@@ -60,6 +60,7 @@ def test_same_spec_seed_gives_identical_bytes(tiny_pipe, tiny_spec, tmp_path):
     assert c["sha256"] != a["sha256"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_identical_bytes_across_processes(tiny_spec, tmp_path):
     code = textwrap.dedent(f"""

@@ -76,6 +76,9 @@ def _check_page(browser, path, ids, tmp_path, shot: str) -> None:
         assert "x\timage [B, 3, H, W]" in text and "out\tfeature_map [B, 8, H, W]" in text
         assert "224\nparameters" in text
         assert page.locator(f"#{ids['stem']}.selected").count() == 1
+        out = tmp_path / shot
+        page.screenshot(path=str(out))
+        assert out.stat().st_size > 10_000
 
         # a folded repeat: its copies and the ×N
         page.click(f"#{ids['convs']}")
@@ -106,11 +109,7 @@ def _check_page(browser, path, ids, tmp_path, shot: str) -> None:
         page.click("#fit")
         assert _view_box(page) == pytest.approx(home, abs=0.01)
 
-        # show the clicked block for the screenshot
-        page.click(f"#{ids['stem']}")
-        out = tmp_path / shot
-        page.screenshot(path=str(out))
-        assert out.stat().st_size > 10_000
+        page.screenshot(path=str(tmp_path / ("fit_" + shot)))
         assert problems == []
     finally:
         page.close()
@@ -142,6 +141,11 @@ def test_invalid_spec_page_shows_the_error(browser, tmp_path):
         page.click(f"#{ids['broken']}")
         err = page.locator("#panel .err").inner_text()
         assert "E105: invalid value for `out_channels`" in err
+        # the red edge: its panel shows the type error
+        edge = page.locator("g.edge.failed text").first
+        edge.click()
+        text = page.locator("#panel").inner_text()
+        assert text.startswith("conv → head") and "E301" in page.locator("#panel .err").inner_text()
         page.screenshot(path=str(tmp_path / "invalid.png"))
         assert problems == []
     finally:

@@ -247,3 +247,47 @@ def test_rankdir_and_bad_arguments():
 def test_without_macs():
     d = parse_dot(render(composer.analyze_file(CNN), "dot", macs=False).decode())
     assert d.node("conv1").label.endswith("params 896") and "MACs at" not in d.source
+
+
+def test_errors_inside_sub_pipelines_and_when_collapsed(write_spec, tmp_path):
+    (tmp_path / "stage.yaml").write_text((SPECS / "stage.yaml").read_text())
+    path = write_spec("""
+pipeline: outer
+dims:
+  H: {multiple_of: 2}
+  W: {multiple_of: 2}
+inputs:
+  image: {kind: image, shape: [B, 3, H, W]}
+blocks:
+  stem: {block: conv2d, in: image, out_channels: 4, padding: 1}
+  body: {spec: stage.yaml, in: stem}
+  gap: {block: global_avg_pool, in: body}
+outputs:
+  y: gap
+""")
+    d = draw(path)
+    src, dst, label, attrs = d.edge("stem", "x")
+    assert 'color="#d32f2f"' in attrs and "shape mismatch at a sub-pipeline input" in label.replace("\n", " ")
+    assert "expected [B, 8, H, W]" in label.replace("\n", " ")
+    collapsed = draw(path, depth=0)
+    body = collapsed.node("body")
+    assert body.attr("color") == "#d32f2f"
+    assert 'color="#d32f2f"' in collapsed.edge("stem", "body")[3]
+
+
+def test_warnings_are_amber(write_spec):
+    path = write_spec("""
+pipeline: warn
+inputs:
+  x: {kind: vector, shape: [B, 4]}
+blocks:
+  a: {block: dense, in: x, out_features: 4}
+  unused: {block: relu, in: x}
+outputs:
+  y: a
+""")
+    d = draw(path)
+    unused = d.node("unused")
+    assert unused.attr("color") == "#f9a825" and "warned" in unused.attr("class")
+    assert "warning W205: block `unused` does not reach any output" in unused.label.replace("\n", " ")
+    assert "error" not in d.source.split("node [")[0].lower().replace("errors", "")

@@ -125,3 +125,16 @@ def test_build_with_weights_for_another_model(tiny_spec, tmp_path, root):
     r = invoke("build", tiny_spec, "-o", tmp_path / "c", "--weights", w)
     assert r.exit_code == 1 and "does not fit pipeline `tiny_cnn`" in r.output
     assert not (tmp_path / "c" / "tiny_cnn" / "tiny_cnn.onnx").exists()
+
+
+def test_run_structured_output_with_torch(write_spec):
+    spec = write_spec(
+        "pipeline: feats\n"
+        "dims:\n  B: {sizes: [1, 2], example: 1}\n"
+        "  H: {multiple_of: 32, sizes: [32, 64], example: 32}\n  W: {multiple_of: 32, sizes: [32, 64], example: 32}\n"
+        "inputs:\n  image: {kind: image, shape: [B, 3, H, W]}\n"
+        "blocks:\n  backbone: {block: resnet, in: image, depth: 18}\n"
+        "outputs:\n  pooled: backbone.pooled\n  features: backbone.features\n", "feats.yaml")
+    r = invoke("run", spec, "--random")
+    assert r.exit_code == 0, r.output
+    assert "pooled  [1, 512]" in r.output and "features.c5  [1, 512, 1, 1]" in r.output
