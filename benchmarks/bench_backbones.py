@@ -2,23 +2,27 @@
 torch eager, and build time against torchvision's constructors.
 
 1. **Latency** — composer's ResNet-50 and ViT-B/16, each as the single `resnet` / `vit` block
-   (num_classes 1000, a two-line spec) and as the spec composed from parts
-   (`pipelines/resnet50.yaml`, `pipelines/vit_b16.yaml`), against `torchvision.models.resnet50`
-   / `vit_b_16` (weights=None) with torchvision's state dict copied into ours; outputs are
-   checked first (max abs diff ≤ 1e-4). Eager CPU, eval + `no_grad`, 224×224, batch 1 and 8.
-   The three models run in rotating order within every iteration (each of the 6 orders in
-   turn), median per model; the ratio composer / torchvision is the figure (target ≤ 1.02).
-   Where a ratio is above target, one profiled forward of each side is compared op by op.
+   (num_classes 1000, in a small spec) and as the spec composed from parts
+   (`pipelines/resnet50.yaml`, `pipelines/vit_b16.yaml`), against torchvision's `resnet50` /
+   `vit_b_16` (weights=None) with torchvision's state dict copied into ours; logits are checked
+   first (max abs diff ≤ 1e-4). Eager CPU, eval + `no_grad`, 224×224, batch 1 and 8. The three
+   models run in rotating order within every iteration (each of the 6 orders in turn), median
+   per model; the ratio composer / torchvision is the figure (target ≤ 1.02). Two runs: torch's
+   default intra-op threads by wall clock (the latency a user sees), then one thread by process
+   CPU time (user + kernel), which other jobs on a shared machine barely disturb. One profiled
+   forward of each side is compared op by op, to name any structural difference.
 2. **onnxruntime / torch** — each family's spec exported once with `composer.export`
-   (verify=False: the export tests cover parity), then onnxruntime (CPU provider, through
-   `composer.runtime.Session`) and the same compiled model in torch eager, interleaved (ABBA).
+   (verify=False: the export tests cover parity; the logits are compared once here), then
+   onnxruntime (CPU provider, through `composer.runtime.Session`) and the same compiled model in
+   torch eager (default threads), interleaved ABBA, median per side.
 3. **Build time** — `composer.load(spec).build(seed=0)` against torchvision's constructor for
-   the same model, interleaved, median of a few repetitions.
+   the same model, interleaved, median of up to 3 repetitions after a warm-up round.
 
-Torch's intra-op threads are left at their default (recorded). Machines are shared: ratios
-from one run are the figures; absolute times are quoted with the machine they came from.
+The whole run keeps to `--minutes` (default 9): every timing loop gets a share of what is left
+of its section's time, and at least a few iterations. The machines are shared: ratios from one
+run are the figures; absolute times are quoted with the machine they came from.
 
-    .venv/bin/python benchmarks/bench_backbones.py [--scale 1.0] [--only latency,onnx,build] [--no-write]
+    .venv/bin/python benchmarks/bench_backbones.py [--minutes 9] [--only latency,onnx,build] [--no-write]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import math
 import os
 import platform
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -55,8 +60,10 @@ SECTION = "## Vision backbones"
 TARGET = 1.02
 TOLERANCE = 1e-4
 PIPES = ROOT / "pipelines"
+SECTION_WEIGHTS = {"latency": 0.43, "onnx": 0.45, "build": 0.12}   # shares of --minutes
+EXPORT_GUESS_S = 20.0    # reserved per export still to come, until one has been timed
 
-# the single-block forms of bench 1 (the spec a user writes to get torchvision's model)
+# the single-block forms of benchmark 1 (what a user writes to get torchvision's model)
 BLOCK_SPECS = {
     "resnet50_block": """\
 pipeline: resnet50_block
@@ -89,7 +96,7 @@ def _inception_v3():
     return torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
 
 
-# family: (spec (a pipelines/ file or a BLOCK_SPECS name), torchvision constructor, image size)
+# family: (spec in pipelines/, torchvision constructor, image size)
 FAMILIES = {
     "resnet50": ("resnet50.yaml", lambda: torchvision.models.resnet50(weights=None), 224),
     "mobilenet_v3_large": ("mobilenet_v3.yaml", lambda: torchvision.models.mobilenet_v3_large(weights=None), 224),
@@ -98,7 +105,7 @@ FAMILIES = {
     "inception_v3": ("inception_v3.yaml", _inception_v3, 299),
     "vit_b16": ("vit_b16.yaml", lambda: torchvision.models.vit_b_16(weights=None), 224),
 }
-# build-time rows: (model, spec, torchvision family)
+# build-time rows: (torchvision model, spec, family)
 BUILD_ROWS = [
     ("resnet50", "resnet50_block", "resnet50"),
     ("resnet50", "resnet50.yaml", "resnet50"),
@@ -110,9 +117,20 @@ BUILD_ROWS = [
     ("vit_b_16", "vit_b16_block", "vit_b16"),
     ("vit_b_16", "vit_b16.yaml", "vit_b16"),
 ]
+# what an op-count difference against torchvision means
+OP_HINTS = {
+    ("aten::add", "aten::add_"): "residual add out of place (`out + identity`) where torchvision adds in place "
+                                 "(`out += identity`): one new activation-sized buffer per block",
+    ("aten::softmax",): "the spec's `probs` output (softmax over 1000 classes), which torchvision's model does not compute",
+    ("aten::dropout",): "an extra `nn.Dropout` (identity in eval mode)",
+    ("aten::adaptive_avg_pool2d", "aten::flatten"): "global average pool as `mean((2, 3))` instead of "
+                                                     "`adaptive_avg_pool2d` + `flatten` (same kernel)",
+}
+VIEW_OPS = {"aten::as_strided", "aten::flatten", "aten::unflatten", "aten::view", "aten::reshape", "aten::permute",
+            "aten::transpose", "aten::slice", "aten::select", "aten::expand", "aten::_unsafe_view"}
 
 
-# ---- machine ----------------------------------------------------------------------------------
+# ---- machine and time ---------------------------------------------------------------------------
 
 
 def cpu_model() -> str:
@@ -133,7 +151,20 @@ def machine() -> dict:
             "interop": torch.get_num_interop_threads()}
 
 
-# ---- helpers ----------------------------------------------------------------------------------
+class Section:
+    """A deadline; `share(w, ws)` is this loop's part of the time left (weight w of the weights left)."""
+
+    def __init__(self, end: float):
+        self.end = end
+
+    def left(self, reserve: float = 0.0) -> float:
+        return max(0.0, self.end - time.perf_counter() - reserve)
+
+    def share(self, weight: float, weights_left: float, reserve: float = 0.0) -> float:
+        return self.left(reserve) * weight / max(weight, weights_left)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
 
 
 def spec_path(spec: str, tmp: Path) -> Path:
@@ -159,15 +190,14 @@ def median_ci(xs: list[float]) -> tuple[float, float, float]:
     return statistics.median(s), s[lo], s[hi]
 
 
-def interleave(fns: dict[str, Callable[[], object]], budget_s: float, min_iters: int, max_iters: int,
-               warmup: int) -> dict:
+def interleave(fns: dict[str, Callable[[], object]], budget_s: float, min_iters: int, warmup: int) -> dict:
     """Run every function once per iteration, in rotating order (each permutation in turn, so none
     always runs first or after the same neighbour), until the budget is spent (at least
-    `min_iters`). Each call: wall clock and process CPU time (all threads)."""
+    `min_iters`). Each call: wall clock, and the process's user and kernel CPU time (all threads)."""
     names = list(fns)
     orders = list(itertools.permutations(names))
-    wall = {n: [] for n in names}
-    cpu = {n: [] for n in names}
+    meas = {n: {"wall": [], "user": [], "sys": []} for n in names}
+    usage, who, clock = resource.getrusage, resource.RUSAGE_SELF, time.perf_counter_ns
     with torch.no_grad():
         for _ in range(warmup):
             for n in names:
@@ -175,117 +205,163 @@ def interleave(fns: dict[str, Callable[[], object]], budget_s: float, min_iters:
         gc.collect()
         t_end = time.perf_counter() + budget_s
         i = 0
-        while (i < min_iters or time.perf_counter() < t_end) and i < max_iters:
+        while i < min_iters or time.perf_counter() < t_end:
             for n in orders[i % len(orders)]:
-                c0, t0 = time.process_time_ns(), time.perf_counter_ns()
+                r0, t0 = usage(who), clock()
                 fns[n]()
-                t1, c1 = time.perf_counter_ns(), time.process_time_ns()
-                wall[n].append((t1 - t0) / 1e6)
-                cpu[n].append((c1 - c0) / 1e6)
+                t1, r1 = clock(), usage(who)
+                m = meas[n]
+                m["wall"].append((t1 - t0) / 1e6)
+                m["user"].append((r1.ru_utime - r0.ru_utime) * 1e3)
+                m["sys"].append((r1.ru_stime - r0.ru_stime) * 1e3)
             i += 1
-    return {"iters": i, "wall": wall, "cpu": cpu}
+    for m in meas.values():
+        m["cpu"] = [u + k for u, k in zip(m["user"], m["sys"])]
+    return {"iters": i, "meas": meas}
 
 
-def ratio_stats(res: dict, a: str, b: str) -> dict:
-    """a / b: ratio of medians (wall and CPU) and the paired per-iteration wall ratio with its CI."""
-    wa, wb = res["wall"][a], res["wall"][b]
-    ca, cb = res["cpu"][a], res["cpu"][b]
-    paired, lo, hi = median_ci([x / y for x, y in zip(wa, wb)])
-    return {"a_ms": statistics.median(wa), "b_ms": statistics.median(wb),
-            "ratio": statistics.median(wa) / statistics.median(wb),
-            "paired": paired, "lo": lo, "hi": hi,
-            "cpu_ratio": statistics.median(ca) / statistics.median(cb)}
+def ratio_stats(res: dict, a: str, b: str, key: str) -> dict:
+    """a / b by `key` (wall or cpu): ratio of medians, paired per-iteration ratio with its 95% CI,
+    and the other measures' medians beside it."""
+    ma, mb = res["meas"][a], res["meas"][b]
+    med = statistics.median
+    pairs = [x / y for x, y in zip(ma[key], mb[key]) if y > 0]
+    paired, lo, hi = median_ci(pairs) if pairs else (float("nan"),) * 3
+    out = {"a": med(ma[key]), "b": med(mb[key]), "ratio": med(ma[key]) / med(mb[key]), "paired": paired,
+           "lo": lo, "hi": hi, "iters": res["iters"]}
+    for k in ("wall", "user", "sys", "cpu"):
+        out[f"a_{k}"], out[f"b_{k}"] = med(ma[k]), med(mb[k])
+        out[f"ratio_{k}"] = med(ma[k]) / med(mb[k]) if med(mb[k]) > 0 else float("nan")
+    return out
 
 
-def op_counts(model: torch.nn.Module, call: Callable[[], object]) -> dict[str, tuple[int, float]]:
-    """aten op name -> (calls, self CPU µs) over one profiled forward."""
+def verdict(r: dict) -> str:
+    if r["ratio"] <= TARGET:
+        return "met"
+    return "not met, within noise" if r["lo"] <= TARGET else "**NOT met**"
+
+
+def op_counts(call: Callable[[], object]) -> dict[str, int]:
+    """aten op name -> calls in one profiled forward."""
     from torch.profiler import ProfilerActivity, profile
     with torch.no_grad():
         call()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             call()
-    return {e.key: (e.count, e.self_cpu_time_total) for e in prof.key_averages()}
+    return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}
 
 
-def op_diff(ours: dict, ref: dict) -> list[str]:
-    """Ops whose call counts differ between the two forwards, as `op: ours vs ref`."""
-    out = []
-    for k in sorted(set(ours) | set(ref)):
-        a, b = ours.get(k, (0, 0.0))[0], ref.get(k, (0, 0.0))[0]
-        if a != b and not k.startswith(("ProfilerStep", "## ")):
-            out.append(f"`{k}` {a} vs {b}")
-    return out
+def op_diff(ours: dict[str, int], ref: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(explained compute differences, view-only differences) between two forwards' op counts."""
+    differ = {k: (ours.get(k, 0), ref.get(k, 0)) for k in set(ours) | set(ref) if ours.get(k, 0) != ref.get(k, 0)}
+    compute, views = [], []
+    for ops, hint in OP_HINTS.items():
+        if any(o in differ and o not in VIEW_OPS for o in ops[:1]) or all(o in differ for o in ops):
+            counts = "; ".join(f"`{o}` {differ[o][0]} vs {differ[o][1]}" for o in ops if o in differ)
+            compute.append(f"{counts}: {hint}")
+            for o in ops:
+                differ.pop(o, None)
+    differ.pop("aten::_softmax", None)   # counted with aten::softmax
+    for k in sorted(differ):
+        a, b = differ[k]
+        (views if k in VIEW_OPS else compute).append(f"`{k}` {a} vs {b}")
+    return compute, views
 
 
 def fmt_ms(ms: float) -> str:
     return f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
 
-# ---- 1. latency vs torchvision ----------------------------------------------------------------
+# ---- 1. latency against torchvision -------------------------------------------------------------
 
 
-def bench_latency(tmp: Path, scale: float, log) -> dict:
-    rows, notes = [], []
-    plans = {  # model: (torchvision, [(label, spec)], {batch: (budget s, min iters, warm-up)})
-        "ResNet-50": (lambda: torchvision.models.resnet50(weights=None),
-                      [("`resnet` block", "resnet50_block"), ("`resnet50.yaml` (parts)", "resnet50.yaml")],
-                      {1: (12, 20, 3), 8: (30, 6, 1)}),
-        "ViT-B/16": (lambda: torchvision.models.vit_b_16(weights=None),
-                     [("`vit` block", "vit_b16_block"), ("`vit_b16.yaml` (parts)", "vit_b16.yaml")],
-                     {1: (14, 12, 2), 8: (36, 5, 1)}),
-    }
-    for model_name, (make_ref, specs, batches) in plans.items():
+LATENCY_PLAN = {  # model: (torchvision constructor, [(label, spec)])
+    "ResNet-50": (lambda: torchvision.models.resnet50(weights=None),
+                  [("`resnet` block", "resnet50_block"), ("`resnet50.yaml` (parts)", "resnet50.yaml")]),
+    "ViT-B/16": (lambda: torchvision.models.vit_b_16(weights=None),
+                 [("`vit` block", "vit_b16_block"), ("`vit_b16.yaml` (parts)", "vit_b16.yaml")]),
+}
+# (model, batch): (weight of the section's time, minimum iterations, warm-up rounds)
+LATENCY_RUNS = {("ResNet-50", 1): (1.0, 8, 2), ("ResNet-50", 8): (1.5, 4, 1),
+                ("ViT-B/16", 1): (1.0, 6, 1), ("ViT-B/16", 8): (1.5, 3, 1)}
+
+
+def setup_latency(tmp: Path, log) -> dict:
+    """torchvision's models and ours with its weights; parity checked, op counts compared."""
+    sets, parity, ops = {}, {}, []
+    for model_name, (make_ref, specs) in LATENCY_PLAN.items():
+        torch.manual_seed(0)
         ref = make_ref().eval()
+        if hasattr(ref, "heads"):   # torchvision zero-initialises ViT's head: logits would be trivially equal
+            torch.nn.init.normal_(ref.heads.head.weight, std=0.02)
         state = ref.state_dict()
         ours = {}
         for label, spec in specs:
             m = composer.load(spec_path(spec, tmp)).build(seed=0)
             mapped, report = map_state_dict(m, state, file="torchvision")
             m.load_state_dict(mapped, strict=True)
-            ours[label] = (m.eval(), report.strategy)
-        # parity first: logits with torchvision's weights
-        parity = {}
-        x1 = image(2, 224)
-        with torch.no_grad():
-            expected = ref(x1)
-            for label, (m, strategy) in ours.items():
-                got = m(image=x1)["logits"]
-                diff = (got - expected).abs().max().item()
-                parity[label] = diff
-                log(f"{model_name} {label}: weights mapped by {strategy}; max |logits - torchvision| = {diff:.2e} "
-                    f"(max |logit| {expected.abs().max().item():.3g})")
-                if not diff <= TOLERANCE:
-                    raise SystemExit(f"{model_name} {label}: outputs differ from torchvision by {diff:.3g} "
-                                     f"(> {TOLERANCE}); not timing a different model")
-        for batch, (budget, min_iters, warm) in batches.items():
-            x = image(batch, 224)
-            fns = {"torchvision": (lambda x=x: ref(x))}
-            for label, (m, _) in ours.items():
-                fns[label] = (lambda m=m, x=x: m(image=x))
-            res = interleave(fns, budget * scale, max(3, int(min_iters * min(1.0, scale))), 10_000, warm)
-            for label, _ in specs:
-                r = ratio_stats(res, label, "torchvision")
-                verdict = ("met" if r["ratio"] <= TARGET
-                           else "not met, within noise" if r["lo"] <= TARGET else "**NOT met**")
-                row = {"model": model_name, "composer": label, "batch": batch, "iters": res["iters"],
-                       "diff": parity[label], "verdict": verdict, **r}
-                rows.append(row)
-                log(f"  {model_name} b{batch} {label}: {r['a_ms']:.1f} ms vs torchvision {r['b_ms']:.1f} ms, "
-                    f"ratio {r['ratio']:.3f} (paired {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], CPU "
-                    f"{r['cpu_ratio']:.3f}), {res['iters']} iterations")
-        # op-level comparison (batch 1): structural differences explain a ratio above target
+            ours[label] = m.eval()
+            x = image(2, 224)
+            with torch.no_grad():
+                expected = ref(x)
+                diff = (m(image=x)["logits"] - expected).abs().max().item()
+            parity[(model_name, label)] = (diff, expected.abs().max().item(), report.strategy)
+            log(f"{model_name} {label}: weights mapped by {report.strategy}; max |logits - torchvision| = "
+                f"{diff:.2e} (max |logit| {expected.abs().max().item():.3g})")
+            if not diff <= TOLERANCE:
+                raise SystemExit(f"{model_name} {label}: logits differ from torchvision's by {diff:.3g} "
+                                 f"(> {TOLERANCE:g}); not timing a different model")
         x = image(1, 224)
-        ref_ops = op_counts(ref, lambda: ref(x))
-        for label, (m, _) in ours.items():
-            diff = op_diff(op_counts(m, lambda m=m: m(image=x)), ref_ops)
-            notes.append((model_name, label, diff))
-            log(f"  {model_name} {label} op-count differences: {', '.join(diff) or 'none'}")
-        del ref, ours, state
-        gc.collect()
-    return {"rows": rows, "ops": notes}
+        ref_ops = op_counts(lambda: ref(x))
+        for label, m in ours.items():
+            compute, views = op_diff(op_counts(lambda m=m: m(image=x)), ref_ops)
+            ops.append((model_name, label, compute, views))
+            log(f"  {model_name} {label} op differences: {'; '.join(compute) or 'none'} | views: {', '.join(views) or 'none'}")
+        sets[model_name] = (ref, ours)
+    return {"sets": sets, "parity": parity, "ops": ops}
 
 
-# ---- 2. onnxruntime vs torch eager ------------------------------------------------------------
+def run_latency(sets: dict, parity: dict, section: Section, key: str, log) -> list[dict]:
+    rows = []
+    runs = list(LATENCY_RUNS.items())
+    for i, ((model_name, batch), (weight, min_iters, warm)) in enumerate(runs):
+        ref, ours = sets[model_name]
+        x = image(batch, 224)
+        fns = {"torchvision": (lambda x=x: ref(x))}
+        for label, m in ours.items():
+            fns[label] = (lambda m=m, x=x: m(image=x))
+        budget = section.share(weight, sum(w for _, (w, _, _) in runs[i:]))
+        res = interleave(fns, budget, min_iters, warm)
+        for label in ours:
+            r = ratio_stats(res, label, "torchvision", key)
+            row = {"model": model_name, "composer": label, "batch": batch, "diff": parity[(model_name, label)][0],
+                   "verdict": verdict(r), **r}
+            rows.append(row)
+            log(f"  [{key}, {torch.get_num_threads()} thr] {model_name} b{batch} {label}: {r['a']:.1f} vs torchvision "
+                f"{r['b']:.1f} ms, ratio {r['ratio']:.3f} (paired {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]; "
+                f"wall {r['ratio_wall']:.3f}, user {r['ratio_user']:.3f}, kernel {r['a_sys']:.1f} vs {r['b_sys']:.1f} ms), "
+                f"{res['iters']} iterations")
+    return rows
+
+
+def bench_latency(tmp: Path, section: Section, log) -> dict:
+    setup = setup_latency(tmp, log)
+    default_threads = torch.get_num_threads()
+    # the default-thread run gets 55% of what is left, the one-thread run the rest
+    first = Section(time.perf_counter() + section.left() * 0.55)
+    rows_default = run_latency(setup["sets"], setup["parity"], first, "wall", log)
+    torch.set_num_threads(1)
+    try:
+        rows_one = run_latency(setup["sets"], setup["parity"], section, "cpu", log)
+    finally:
+        torch.set_num_threads(default_threads)
+    setup["sets"].clear()
+    gc.collect()
+    return {"default": rows_default, "one": rows_one, "threads": default_threads, "parity": setup["parity"],
+            "ops": setup["ops"]}
+
+
+# ---- 2. onnxruntime against torch eager ---------------------------------------------------------
 
 
 def _session(path: Path):
@@ -296,11 +372,14 @@ def _session(path: Path):
     return Session(path, device="cpu", **kw), kw.get("spinning", True)
 
 
-def bench_onnx(tmp: Path, scale: float, log) -> dict:
-    rows = []
+ONNX_RUNS = {1: (1.0, 5, 1), 8: (1.5, 3, 1)}   # batch: (weight, minimum iterations, warm-up rounds)
+
+
+def bench_onnx(tmp: Path, section: Section, log) -> dict:
+    rows, export_times = [], []
     spinning = None
-    budgets = {1: (4.0, 10, 2), 8: (9.0, 4, 1)}
-    for family, (spec, _, size) in FAMILIES.items():
+    fams = list(FAMILIES.items())
+    for fi, (family, (spec, _, size)) in enumerate(fams):
         pipe = composer.load(PIPES / spec)
         model = pipe.build(seed=0).eval()
         path = tmp / f"{family}.onnx"
@@ -309,45 +388,49 @@ def bench_onnx(tmp: Path, scale: float, log) -> dict:
             warnings.simplefilter("ignore")
             report = composer.export(model, path, pipeline=pipe, verify=False)
         export_s = time.perf_counter() - t0
+        export_times.append(export_s)
         sess, spinning = _session(path)
         assert sess.device == "cpu", sess.providers
         log(f"{family}: exported {spec} in {export_s:.1f} s ({report['exporter']} exporter, opset {report['opset']}, "
             f"{report['file_bytes'] / 2**20:.0f} MiB); onnxruntime on {', '.join(sess.providers)}")
-        for batch, (budget, min_iters, warm) in budgets.items():
+        exports_left = len(fams) - fi - 1
+        reserve = exports_left * max(EXPORT_GUESS_S, statistics.mean(export_times) * 1.2)
+        for bi, (batch, (weight, min_iters, warm)) in enumerate(ONNX_RUNS.items()):
             x = image(batch, size)
             xn = x.numpy()
             with torch.no_grad():
                 want = model(image=x)["logits"].numpy()
             got = sess.run({"image": xn})["logits"]
-            scale_ref = max(1.0, float(np.abs(want).max()))
-            err = float(np.abs(got - want).max()) / scale_ref
+            err = float(np.abs(got - want).max()) / max(1.0, float(np.abs(want).max()))
             fns = {"torch": (lambda x=x: model(image=x)), "onnxruntime": (lambda xn=xn: sess.run({"image": xn}))}
-            res = interleave(fns, budget * scale, max(3, int(min_iters * min(1.0, scale))), 10_000, warm)
-            r = ratio_stats(res, "onnxruntime", "torch")
-            rows.append({"family": family, "spec": spec, "size": size, "batch": batch, "iters": res["iters"],
-                         "export_s": export_s, "exporter": report["exporter"], "err": err, **r})
-            log(f"  b{batch}: onnxruntime {r['a_ms']:.1f} ms vs torch {r['b_ms']:.1f} ms, ratio {r['ratio']:.3f} "
-                f"(paired {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]), {res['iters']} iterations, "
-                f"max |diff|/scale {err:.1e}")
+            w_left = sum(w for w, _, _ in list(ONNX_RUNS.values())[bi:]) + exports_left * sum(
+                w for w, _, _ in ONNX_RUNS.values())
+            res = interleave(fns, section.share(weight, w_left, reserve), min_iters, warm)
+            r = ratio_stats(res, "onnxruntime", "torch", "wall")
+            rows.append({"family": family, "spec": spec, "size": size, "batch": batch, "export_s": export_s,
+                         "exporter": report["exporter"], "err": err, **r})
+            log(f"  b{batch}: onnxruntime {r['a']:.1f} ms vs torch {r['b']:.1f} ms, ratio {r['ratio']:.3f} "
+                f"(paired {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]; CPU time {r['a_cpu']:.0f} vs "
+                f"{r['b_cpu']:.0f} ms), {res['iters']} iterations, max |diff|/scale {err:.1e}")
         del sess, model, pipe
         gc.collect()
     return {"rows": rows, "spinning": spinning}
 
 
-# ---- 3. build time ----------------------------------------------------------------------------
+# ---- 3. build time ------------------------------------------------------------------------------
 
 
-def bench_build(tmp: Path, scale: float, log) -> dict:
+def bench_build(tmp: Path, section: Section, log) -> dict:
     rows = []
-    reps = max(1, round(3 * min(scale, 1.0)))
-    for model_name, spec, family in BUILD_ROWS:
+    for ri, (model_name, spec, family) in enumerate(BUILD_ROWS):
         path = spec_path(spec, tmp)
         make_ref = FAMILIES[family][1]
         t_load, t_build, t_ref = [], [], []
-        for i in range(reps + 1):              # the first round warms imports and caches, not counted
+        row_end = time.perf_counter() + section.share(1, len(BUILD_ROWS) - ri)
+        i = 0
+        while i < 3 or (i < 16 and time.perf_counter() < row_end):   # round 0 warms caches, not counted
             gc.collect()
-            sides = ("composer", "torchvision") if i % 2 == 0 else ("torchvision", "composer")
-            for side in sides:
+            for side in (("composer", "torchvision") if i % 2 == 0 else ("torchvision", "composer")):
                 if side == "composer":
                     t0 = time.perf_counter()
                     pipe = composer.load(path)
@@ -365,89 +448,119 @@ def bench_build(tmp: Path, scale: float, log) -> dict:
                     if i:
                         t_ref.append(time.perf_counter() - t0)
                 del m
+            i += 1
         med = statistics.median
         total = [a + b for a, b in zip(t_load, t_build)]
-        row = {"model": model_name, "spec": spec, "reps": reps, "load_s": med(t_load), "build_s": med(t_build),
-               "total_s": med(total), "ref_s": med(t_ref), "ratio": med(total) / med(t_ref)}
+        row = {"model": model_name, "spec": spec, "reps": len(total), "load_s": med(t_load), "build_s": med(t_build),
+               "total_s": med(total), "ref_s": med(t_ref), "ratio": med(total) / med(t_ref),
+               "build_ratio": med(t_build) / med(t_ref)}
         rows.append(row)
         log(f"{spec}: load {row['load_s'] * 1e3:.0f} ms + build {row['build_s'] * 1e3:.0f} ms = "
             f"{row['total_s'] * 1e3:.0f} ms vs torchvision {model_name} {row['ref_s'] * 1e3:.0f} ms: "
-            f"ratio {row['ratio']:.2f}")
+            f"ratio {row['ratio']:.2f} ({len(total)} reps)")
     return {"rows": rows}
 
 
-# ---- report -----------------------------------------------------------------------------------
+# ---- report -------------------------------------------------------------------------------------
 
 
 def spec_label(spec: str) -> str:
     if spec in BLOCK_SPECS:
-        block = "resnet" if spec.startswith("resnet") else "vit"
-        return f"`{block}` block spec"
+        return f"`{'resnet' if spec.startswith('resnet') else 'vit'}` block spec"
     return f"`pipelines/{spec}`"
+
+
+def _latency_table(rows: list[dict], key: str) -> list[str]:
+    if key == "wall":
+        head = ["| model | composer | batch | iters | torchvision | composer | **ratio** | paired [95% CI] "
+                "| CPU-time ratio | target ≤ 1.02 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|:--|"]
+    else:
+        head = ["| model | composer | batch | iters | torchvision CPU | composer CPU | **ratio CPU** | paired [95% CI] "
+                "| user ratio | kernel ms (tv → ours) | wall ratio | target ≤ 1.02 |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--|"]
+    out = head
+    for r in rows:
+        cells = (f"| {r['model']} | {r['composer']} | {r['batch']} | {r['iters']} | {fmt_ms(r['b'])} | "
+                 f"{fmt_ms(r['a'])} | **{r['ratio']:.3f}** | {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] | ")
+        if key == "wall":
+            cells += f"{r['ratio_cpu']:.3f} | {r['verdict']} |"
+        else:
+            cells += (f"{r['ratio_user']:.3f} | {r['b_sys']:.1f} → {r['a_sys']:.1f} | {r['ratio_wall']:.3f} | "
+                      f"{r['verdict']} |")
+        out.append(cells)
+    return out
 
 
 def report(info: dict, load0: tuple[float, float, float], wall_s: float, lat: Optional[dict],
            onnx: Optional[dict], build: Optional[dict]) -> str:
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    threads_note = " (torch's default)" if info.get("threads_default", True) else " (set by --threads)"
     out = [
         f"`benchmarks/bench_backbones.py`, {when} UTC, {wall_s / 60:.1f} min. Machine: nproc {info['nproc']}, "
         f"{info['cpu']}; Python {info['python']}, torch {info['torch']}, torchvision {info['torchvision']}, "
-        f"onnxruntime {info['onnxruntime']}; torch threads {info['threads']} intra-op{threads_note}, "
+        f"onnxruntime {info['onnxruntime']}; torch threads at their default: {info['threads']} intra-op, "
         f"{info['interop']} inter-op. Load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}.",
     ]
     if load0[0] > 1.5:
-        out += ["", f"**Taken while the machine was shared** (1-minute load average {load0[0]:.2f} > 1.5 at start, "
-                    "other engineers' tests running): absolute times are inflated and noisy; the ratios, "
-                    "measured interleaved in the same run, are the figures to compare."]
+        out += ["", f"**Figures taken while the machine was shared** (1-minute load average {load0[0]:.2f} > 1.5 at "
+                    f"start, on {info['nproc']} cores): absolute times are inflated and noisy, the default-thread "
+                    "torch figures most of all (an OpenMP pool of as many threads as cores waits at every op for "
+                    "whichever thread the scheduler has parked). The ratios, measured interleaved in the same "
+                    "run, are the figures to compare."]
     if lat:
         out += ["", "### ResNet-50 and ViT-B/16 against torchvision (eager CPU, same weights)", "",
-                "torchvision's model (`weights=None`, its own init) and its state dict copied into ours "
-                "(`map_state_dict`: by key for the blocks, by order for the parts specs); logits checked "
-                f"first (max abs diff ≤ {TOLERANCE:g}, at batch 2). 224×224, eval + `no_grad`; torchvision and "
-                "both composer forms run in rotating order within each iteration; median wall time per "
-                "model; the paired column is the median of per-iteration ratios with a 95% CI.", "",
-                "| model | composer | batch | iters | torchvision | composer | **ratio** | paired [95% CI] "
-                "| CPU-time ratio | max abs diff | target ≤ 1.02 |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:--|"]
-        for r in lat["rows"]:
-            out.append(f"| {r['model']} | {r['composer']} | {r['batch']} | {r['iters']} | {fmt_ms(r['b_ms'])} | "
-                       f"{fmt_ms(r['a_ms'])} | **{r['ratio']:.3f}** | {r['paired']:.3f} [{r['lo']:.3f}, "
-                       f"{r['hi']:.3f}] | {r['cpu_ratio']:.3f} | {r['diff']:.1e} | {r['verdict']} |")
+                "torchvision's model (`weights=None`, its own init; ViT's zero-initialised head drawn at random so "
+                "the logits are not trivially equal) and its state dict copied into ours with `map_state_dict` "
+                "(by key into the blocks, by order into the parts specs); logits checked first at batch 2: max abs "
+                "diff " + ", ".join(f"{m} {l} {d:.1e} (max |logit| {mx:.3g})" for (m, l), (d, mx, _) in
+                                    lat["parity"].items()) +
+                f" (≤ {TOLERANCE:g} required). 224×224, eval + `no_grad`; torchvision and both composer forms run in "
+                "rotating order within each iteration; the paired column is the median of per-iteration ratios "
+                "with a 95% CI.", "",
+                f"**Default threads ({lat['threads']}), wall clock** — the latency a user sees:", ""]
+        out += _latency_table(lat["default"], "wall")
+        out += ["", "**One thread, process CPU time (user + kernel)** — what other jobs on a shared machine barely "
+                    "disturb; the kernel column is mostly page faults of freshly allocated activation buffers:", ""]
+        out += _latency_table(lat["one"], "cpu")
         out.append("")
-        for model_name, label, diff in lat["ops"]:
-            out.append(f"- {model_name}, {label}: aten ops whose call counts differ from torchvision's in one "
-                       f"forward (ours vs torchvision): {', '.join(diff) if diff else 'none'}.")
+        for model_name, label, compute, views in lat["ops"]:
+            text = "; ".join(compute) if compute else "no compute op differs"
+            if views:
+                text += f" (view-only ops differ too: {', '.join(views)})"
+            out.append(f"- {model_name}, {label}, op counts in one forward against torchvision's (ours vs theirs): "
+                       f"{text}.")
     if onnx:
-        spin = "" if onnx["spinning"] is None else (
-            "; idle onnxruntime workers do not spin (`Session(..., spinning=False)`), so they do not steal "
-            "the cores from the torch run that follows" if onnx["spinning"] is False else "")
+        spin = ""
+        if onnx["spinning"] is False:
+            spin = ("; idle onnxruntime workers sleep instead of spinning (`Session(..., spinning=False)`), so they "
+                    "do not take the cores from the torch call that follows")
         out += ["", "### onnxruntime against torch eager", "",
-                "Each family's spec exported once with `composer.export(..., verify=False)` (the export tests "
-                "cover parity; the logits are compared here once, max abs diff / max(1, max |logit|) below), "
-                f"then run in onnxruntime through `composer.runtime.Session(device=\"cpu\")` (CPU provider, graph "
-                f"optimisation `all`, default threads{spin}) and the same compiled model in torch eager (eval + "
-                "`no_grad`), interleaved, median wall time per side. Ratio < 1: onnxruntime is faster.", "",
+                "Each family's spec exported once with `composer.export(..., verify=False)` (the export tests cover "
+                "parity; the logits are compared once here: max abs diff / max(1, max |logit|)), run in onnxruntime "
+                "through `composer.runtime.Session(device=\"cpu\")` (CPU provider, graph optimisation `all`, its "
+                f"default threads{spin}) against the same compiled model in torch eager (eval + `no_grad`, torch's "
+                "default threads), interleaved, median wall time per side. Ratio < 1: onnxruntime is faster.", "",
                 "| family | spec | input | batch | iters | torch eager | onnxruntime | **ratio onnx/torch** "
-                "| paired [95% CI] | rel. diff | export |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| paired [95% CI] | CPU time torch → onnx | rel. diff | export |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in onnx["rows"]:
             out.append(f"| {r['family']} | `{r['spec']}` | {r['size']}×{r['size']} | {r['batch']} | {r['iters']} | "
-                       f"{fmt_ms(r['b_ms'])} | {fmt_ms(r['a_ms'])} | **{r['ratio']:.2f}** | {r['paired']:.2f} "
-                       f"[{r['lo']:.2f}, {r['hi']:.2f}] | {r['err']:.0e} | {r['export_s']:.1f} s ({r['exporter']}) |")
+                       f"{fmt_ms(r['b'])} | {fmt_ms(r['a'])} | **{r['ratio']:.2f}** | {r['paired']:.2f} "
+                       f"[{r['lo']:.2f}, {r['hi']:.2f}] | {fmt_ms(r['b_cpu'])} → {fmt_ms(r['a_cpu'])} | "
+                       f"{r['err']:.0e} | {r['export_s']:.1f} s ({r['exporter']}) |")
     if build:
         out += ["", "### Build time against torchvision's constructor", "",
-                "`composer.load(spec)` (read, validate, resolve, type) + `.build(seed=0)` (construct and "
-                "initialise every block) against torchvision's constructor with `weights=None` "
-                "(`inception_v3` with `init_weights=True`, the init composer reproduces), interleaved, "
-                "median of the repetitions after one warm-up round. Both initialise the weights the same "
-                "way, which dominates for the large models.", "",
-                "| model | spec | reps | load | build | **composer total** | torchvision | **ratio** |",
-                "|---|---|---:|---:|---:|---:|---:|---:|"]
+                "`composer.load(spec)` (read, validate, resolve, type) + `.build(seed=0)` (construct and initialise "
+                "every block, each from its own seed) against torchvision's constructor with `weights=None` "
+                "(`inception_v3` with `init_weights=True`, the init composer reproduces), interleaved, median of the "
+                "repetitions after one warm-up round. Weight initialisation dominates both for the large models; "
+                "`load` includes the parameter estimate, a meta-device build of every block that has no "
+                "`param_count` formula (the backbone blocks).", "",
+                "| model | spec | reps | load | build | **composer total** | torchvision | **ratio** | build alone / torchvision |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in build["rows"]:
             out.append(f"| {r['model']} | {spec_label(r['spec'])} | {r['reps']} | {r['load_s'] * 1e3:,.0f} ms | "
                        f"{r['build_s'] * 1e3:,.0f} ms | **{r['total_s'] * 1e3:,.0f} ms** | {r['ref_s'] * 1e3:,.0f} ms "
-                       f"| **{r['ratio']:.2f}** |")
+                       f"| **{r['ratio']:.2f}** | {r['build_ratio']:.2f} |")
     return "\n".join(out)
 
 
@@ -468,17 +581,13 @@ def write_section(path: Path, heading: str, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every timing budget (0.2 for a quick look)")
+    ap.add_argument("--minutes", type=float, default=9.0, help="time for the whole run (default 9)")
     ap.add_argument("--only", default="latency,onnx,build", help="comma list of: latency, onnx, build")
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's default)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    parts = {p.strip() for p in args.only.split(",")}
+    parts = [p for p in SECTION_WEIGHTS if p in {q.strip() for q in args.only.split(",")}]
     load0 = os.getloadavg()
     info = machine()
-    info["threads_default"] = not args.threads
     start = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -486,16 +595,20 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"nproc {info['nproc']}, {info['cpu']}, torch {info['torch']} ({info['threads']} threads), onnxruntime "
         f"{info['onnxruntime']}, load average {load0[0]:.2f}")
-    lat = onnx = build = None
+    total = args.minutes * 60 - 15       # the report and a margin
+    weights = sum(SECTION_WEIGHTS[p] for p in parts)
+    results: dict = {}
+    end = start
     with tempfile.TemporaryDirectory(prefix="bench_backbones.") as d:
         tmp = Path(d)
-        if "latency" in parts:
-            lat = bench_latency(tmp, args.scale, log)
-        if "onnx" in parts:
-            onnx = bench_onnx(tmp, args.scale, log)
-        if "build" in parts:
-            build = bench_build(tmp, args.scale, log)
-    text = report(info, load0, time.perf_counter() - start, lat, onnx, build)
+        for p in parts:
+            end += total * SECTION_WEIGHTS[p] / weights
+            section = Section(end)
+            results[p] = {"latency": bench_latency, "onnx": bench_onnx, "build": bench_build}[p](tmp, section, log)
+            end = max(end, time.perf_counter())
+            log(f"{p} done")
+    text = report(info, load0, time.perf_counter() - start, results.get("latency"), results.get("onnx"),
+                  results.get("build"))
     print()
     print(text)
     if not args.no_write:

@@ -215,12 +215,13 @@ def report(rows: list[dict], threads: int, dispatch: tuple[float, float]) -> str
                f"`GlobalAvgPool2d`, `nn.Softmax` modules) where the hand-written one calls functions; each "
                f"extra `nn.Module.__call__` costs about 2 µs of Python. At batch 1 that is "
                f"{(ca - hb) / rows[0]['user_hand_us'] * 100:.1f}% of the forward.")
-    out.append("- The generated forward keeps every intermediate in its own variable until `return`, so all "
-               "activations of a pass are alive at once: at batch 32 about 54.5 MB (conv1 16.8 + act1 16.8 + "
-               "pool1 4.2 + conv2 8.4 + act2 8.4) where the hand-written forward peaks at 33.6 MB. That costs "
-               "memory rather than compute (the user-CPU ratio is ~1.00), but it changes how much the "
-               "allocator hands back to the OS and faults in again, which is one source of the swings in "
-               "kernel time.")
+    big = rows[-1]
+    out.append(f"- The generated forward keeps every intermediate in its own variable until `return`, so all "
+               f"activations of a pass are alive at once: at batch 32 about 54.5 MB (conv1 16.8 + act1 16.8 + "
+               f"pool1 4.2 + conv2 8.4 + act2 8.4) where the hand-written forward peaks at 33.6 MB. That costs "
+               f"memory rather than compute (user-CPU ratio {big['user_ratio']:.3f} at batch {big['batch']}), but "
+               f"it changes how much the allocator hands back to the OS and faults in again, one source of the "
+               f"swings in kernel time (user+kernel ratio {big['cpu_ratio']:.3f} here).")
     return "\n".join(out)
 
 

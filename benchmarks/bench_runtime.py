@@ -185,6 +185,10 @@ def report(rows: list[dict], threads: int, seconds: float) -> str:
     other = [r["ratio"] for row in rows if not row["conv"] for r in row["runs"]]
     if other:
         lines.append(f"- Other pipelines (MLP, transformer): median ratio {statistics.median(other):.2f}.")
+    lines.append("- Parity: max rel diff is taken over elements whose reference is not ~0 (|ref| > atol × scale); an "
+                 "element passes when |onnx − torch| ≤ atol × scale + rtol × |ref| (fp32: atol 1e-4, rtol 1e-3; "
+                 "scale = max(1, largest |output|)), so a small element can show a relative diff above rtol. "
+                 "Inception v3's random-init logits reach 5e10 in eval mode (torchvision's own init does the same).")
     lines.append("- Shared 2-core machine: absolute times vary run to run; compare the ratios. GPU figures "
                  "(CUDA provider vs torch CUDA, TensorRT) need a GPU machine and are not measured here.")
     return "\n".join(lines)

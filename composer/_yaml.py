@@ -92,7 +92,12 @@ def load_file(path: str | Path, *, max_bytes: int = MAX_BYTES) -> Doc:
         raise _err(E.FILE_TOO_LARGE, "spec file is too large", Location(name, 1, 1),
                    expected=f"at most {max_bytes} bytes", found=f"{size} bytes")
     try:
-        text = p.read_bytes().decode("utf-8")
+        with open(p, "rb") as f:  # read at most the limit: st_size is 0 for pipes and devices
+            raw = f.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise _err(E.FILE_TOO_LARGE, "spec file is too large", Location(name, 1, 1),
+                       expected=f"at most {max_bytes} bytes", found=f"more than {max_bytes} bytes")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _err(E.FILE_UNREADABLE, f"spec file is not UTF-8 text ({exc.reason} at byte {exc.start})",
                    Location(name, 1, 1))

@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from typing import TypeVar
 
 from .block import Block
+from .errors import ComposerError
 
 REGISTRY: dict[str, type[Block]] = {}
 ENTRY_POINT_GROUP = "composer.blocks"
@@ -21,8 +22,8 @@ _plugin_errors: list[str] = []
 B = TypeVar("B", bound=type[Block])
 
 
-class RegistryError(Exception):
-    pass
+class RegistryError(ComposerError):
+    """A block type that cannot be registered (bad name, or a name taken twice)."""
 
 
 def register(cls: B) -> B:
@@ -50,6 +51,7 @@ def load_blocks() -> dict[str, type[Block]]:
             try:
                 ep.load()
             except RegistryError:
+                _loaded = False  # report it again on the next use, never run half-loaded
                 raise
             except Exception as exc:  # a broken plugin must not break every spec
                 _plugin_errors.append(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}")

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 
 from .errors import Diagnostic, Diagnostics, Location, SpecError, did_you_mean
 from .registry import load_blocks
-from .spec import BlockDecl, DimDecl, InputDecl, ParsedSpec, PipelineSpec, Ref, dotted, parse
+from .spec import IDENT_RE, BlockDecl, DimDecl, InputDecl, ParsedSpec, PipelineSpec, Ref, dotted, parse
 from .types import PortType
 
 MAX_INCLUDE_DEPTH = 16
+MAX_NODES = 1_000_000
 _FAILED = "!failed"
 
 
@@ -130,6 +131,7 @@ class _Resolver:
         self.nodes: dict[str, Node] = {}
         self.scopes: dict[str, Scope] = {}
         self.groups: dict[str, int] = {}
+        self.too_big = False
         self.registry = load_blocks()
 
     # -- one spec (top level or included) ------------------------------------------------
@@ -148,6 +150,9 @@ class _Resolver:
                 continue
             full = prefix + decl.name
             copies = decl.repeat
+            if not self._room(copies, decl):
+                exports[decl.name] = {_FAILED: None}
+                continue
             if copies > 1:
                 self.groups[full] = copies
             chain = self._chain_port(decl) if copies > 1 else None
@@ -186,6 +191,16 @@ class _Resolver:
             if r is not None:
                 outputs[oname] = r
         return outputs
+
+    def _room(self, count: int, decl: BlockDecl) -> bool:
+        """Stop expansion (repeats of repeated sub-pipelines…) before it exhausts memory."""
+        if len(self.nodes) + count <= MAX_NODES:
+            return True
+        if not self.too_big:
+            self.too_big = True
+            self.diags.add(E.BAD_REPEAT, f"the pipeline expands to more than {MAX_NODES:,} blocks", loc=decl.loc,
+                           path=dotted(decl.path), hint="lower `repeat` here or in the sub-pipelines it contains")
+        return False
 
     def _chain_port(self, decl: BlockDecl) -> Optional[str]:
         cls = self.registry.get(decl.type or "")
@@ -346,9 +361,10 @@ class _Resolver:
         copies = decl.repeat
         if copies > 1:
             self.groups[full] = copies
-        result: dict[Optional[str], Ref] = {}
         prev_outputs: Optional[dict[str, Ref]] = None
         for i in range(copies):
+            if self.too_big:
+                return {}
             name = f"{full}/{i}" if copies > 1 else full
             self.scopes[name] = Scope(name, parsed.spec.pipeline if parsed.spec else Path(decl.spec).stem,
                                       str(target), parsed.spec.description if parsed.spec else decl.description)
@@ -454,6 +470,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
                 raw_inputs[name] = InputDecl.model_validate(raw)
             except ValidationError:
                 raw_inputs[name] = None
+    raw_inputs = {n: d for n, d in raw_inputs.items() if isinstance(n, str) and IDENT_RE.match(n)}
     for name, decl in raw_inputs.items():
         if decl is None:
             inputs[name] = Input(name, None, None, doc.loc(("inputs", name)))

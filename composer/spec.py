@@ -26,6 +26,7 @@ NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z0-9_]+)*$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED = ("block", "spec", "in", "repeat", "frozen", "overrides", "description")
 DEFAULT_MAX_PARAM_BYTES = 16 * 1024**3
+MAX_REPEAT = 10_000
 
 
 class _Model(BaseModel):
@@ -351,9 +352,9 @@ def _parse_block(name: str, body: dict, doc: Doc, path: tuple, registry, diags: 
                       path=dotted(path + (key,)), expected="a string", found=_found(body[key]))
             return None
     repeat = body.get("repeat", 1)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
         diags.add(E.INVALID_VALUE, "`repeat` must be a positive integer", loc=doc.loc(path + ("repeat",)),
-                  path=dotted(path + ("repeat",)), expected="an integer >= 1", found=_found(repeat),
+                  path=dotted(path + ("repeat",)), expected=f"an integer from 1 to {MAX_REPEAT}", found=_found(repeat),
                   hint=_hint({"type": "int_type"}, doc.raw(path + ("repeat",)), repeat))
         repeat = 1
     frozen = body.get("frozen", False)

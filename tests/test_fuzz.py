@@ -11,6 +11,7 @@ succeed or raise `composer.SpecError` whose every diagnostic has a stable code a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -34,10 +35,7 @@ FILE = "fuzz.yaml"
 CODE_RE = re.compile(r"^[EW]\d{3}$")
 WHOLE_FILE = {"E002", "E008", "E009"}  # empty, too large, unreadable: no position to point at
 PER_EXAMPLE_TIMEOUT_S = 10
-# `repeat: <huge>` makes composer expand that many copies (see test_huge_repeat_is_rejected_quickly);
-# the property skips such inputs so that it tests everything else instead of hanging
 YAML_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # what YAML counts as a new line
-HUGE_REPEAT_RE = re.compile(r"repeat\"?\s*:\s*[+]?(\d{5,}|0x|0o|\d[\d_]{5,})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +127,9 @@ def to_yaml(data: Any) -> str:
 # base specs
 
 
-def _base_texts() -> list[str]:
-    return [p.read_text(encoding="utf-8") for p in BASE_FILES]
+@functools.lru_cache(maxsize=None)
+def _base_texts() -> tuple[str, ...]:
+    return tuple(p.read_text(encoding="utf-8") for p in BASE_FILES)
 
 
 VECTOR_BLOCKS = ["dense", "relu", "gelu", "tanh", "sigmoid", "layernorm", "dropout", "residual", "mlp", "batchnorm"]
@@ -363,7 +362,6 @@ def mutated_specs(draw) -> tuple[str, list[str]]:
         for _ in range(draw(st.integers(1, 2))):
             text, what = mutate_text(draw, text)
             log.append(what)
-    assume(not HUGE_REPEAT_RE.search(text))
     return text, log
 
 
@@ -456,10 +454,6 @@ outputs:
 """
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "composer/: an input named `~` (YAML null) gets E106 from parse, but resolve still keeps the input, "
-    "and graph.analyze calls networkx `dag.add_node(None)`: ValueError('None cannot be a node') escapes "
-    "as a traceback from composer.loads and `composer validate`"))
 def test_null_input_name_is_a_spec_error():
     with pytest.raises(SpecError) as info:
         composer.loads(NULL_INPUT_NAME, FILE)
@@ -479,12 +473,9 @@ outputs:
 """
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "composer/: `repeat` has no upper bound; resolve creates one Node per copy, so `repeat: 10**12` "
-    "runs until memory is exhausted (about 30 µs and 1 KB per copy) instead of a located error at "
-    "blocks.act.repeat; cap it (like the YAML size and alias caps) or estimate before expanding"))
+@pytest.mark.timeout(60)  # a hang guard: the cap must stop expansion before any work
 def test_huge_repeat_is_rejected_quickly():
-    with time_limit(3), pytest.raises(SpecError) as info:
+    with pytest.raises(SpecError) as info:
         composer.loads(HUGE_REPEAT, FILE)
     errors = info.value.errors
     assert errors and all(d.loc is not None for d in errors)

@@ -232,16 +232,25 @@ def test_duplicate_block_name_fails_the_cli(duplicate_cli):
     assert "dupplug_blocks.MyRelu" in proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "composer/: RegistryError is not a ComposerError and `composer validate` does not catch it, so a "
-    "plugin that re-registers a built-in block name makes every CLI command print a Python traceback "
-    "(exit 1) instead of one `error: ...` line naming the plugin. Repro: install a plugin whose module "
-    "does `@register class X(Block): name = 'relu'`, run `composer validate pipelines/cnn_classifier.yaml`."))
 def test_duplicate_block_name_cli_error_has_no_traceback(duplicate_cli):
     proc = duplicate_cli
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "dupplug" in proc.stderr  # names the plugin that caused it
+
+
+def test_duplicate_block_name_is_rejected_every_time(plugins, tmp_path):
+    proc = python(f"""
+        import composer
+        from composer.registry import RegistryError
+        for attempt in range(2):
+            try:
+                composer.load({str(CNN)!r})
+            except RegistryError:
+                print("rejected", attempt)
+        """, plugins["duplicate"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["rejected 0", "rejected 1"], proc.stdout
 
 
 def test_broken_plugin_does_not_break_other_specs(plugins, tmp_path):

@@ -15,7 +15,7 @@ import typer
 
 from .. import _io
 from ..errors import ComposerError
-from ..inputs import check_inputs, default_sizes, parse_assignments, random_inputs, read_inputs, symbols_of
+from ..inputs import check_inputs, default_sizes, example_size, parse_assignments, random_inputs, read_inputs, symbols_of
 from ._common import err, handled, out, print_diagnostics
 
 LOGIT_KINDS = ("logits", "probs")
@@ -55,11 +55,14 @@ def run(
         for name, value in outputs.items():
             _print_output(name, value, kinds.get(name, ""), top_k)
         if save is not None:
-            _save(outputs, save)
+            try:
+                _save(outputs, save)
+            except OSError as exc:
+                raise ComposerError(f"cannot write {save}: {exc.strerror or exc}") from None
             out.print(f"saved {len(outputs)} outputs to {save}", markup=False)
 
 
-def _fill(files, specs, random: bool):
+def _fill(files, specs, random: bool, dims=None):
     given = {n: f for n, f in files.items()}
     if not random:
         return read_inputs(given, specs)
@@ -74,7 +77,8 @@ def _fill(files, specs, random: bool):
     rest = {n: s for n, s in specs.items() if n not in arrays}
     if rest:
         multiples = next(iter(specs.values())).multiples
-        sizes = {sym: env.get(sym) or default_sizes(sym, multiples.get(sym, 1))[0] for sym in symbols_of(rest)}
+        sizes = {sym: env.get(sym) or (example_size(sym, dims.get(sym)) if dims is not None else
+                                       default_sizes(sym, multiples.get(sym, 1))[0]) for sym in symbols_of(rest)}
         for n, t in random_inputs(rest, sizes).items():
             arrays[n] = t.numpy()
     check_inputs(arrays, specs)
@@ -115,7 +119,7 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
         if t is not None and t.kind in LOGIT_KINDS:
             kinds[n] = t.kind
     specs = specs_from_pipeline(pipe)
-    arrays = _fill(files, specs, random)
+    arrays = _fill(files, specs, random, pipe.resolved.dims)
     if backend == "onnx":
         from ..export import export
         from ..runtime import Session

@@ -10,7 +10,8 @@ import typer
 
 from ..errors import SpecError
 from ..pipeline import analyze_file
-from ._common import err, out, print_diagnostics
+from ..registry import plugin_errors
+from ._common import err, handled, out, print_diagnostics
 
 
 def validate(
@@ -21,6 +22,13 @@ def validate(
                                 help="On failure, draw the spec with its errors in red (build/<pipeline>/<pipeline>.svg)."),
 ) -> None:
     """Check specs without building anything: syntax, params, references, types, memory."""
+    with handled():
+        for problem in plugin_errors():
+            err.print(f"warning: {problem}", style="yellow", markup=False)
+        _validate(specs, max_param_memory, as_json, render)
+
+
+def _validate(specs: List[Path], max_param_memory: Optional[int], as_json: bool, render: bool) -> None:
     failed = False
     report = {}
     for spec in specs:

@@ -83,3 +83,26 @@ def test_random_inputs_are_seeded(specs):
     a = random_inputs(specs, {"B": 2, "H": 8, "W": 8}, seed=1)
     b = random_inputs(specs, {"B": 2, "H": 8, "W": 8}, seed=1)
     assert a["image"].shape == (2, 3, 8, 8) and torch.equal(a["image"], b["image"])
+
+
+def test_onnx_metadata_restores_preprocess_and_multiples(tiny_onnx):
+    import onnx
+
+    from composer.inputs import specs_from_onnx
+    spec = specs_from_onnx(onnx.load(str(tiny_onnx)))["image"]
+    assert spec.shape == ("B", 3, "H", "W") and spec.dtype == "float32" and spec.kind == "image"
+    assert spec.preprocess.resize == 20 and spec.preprocess.crop == 16 and spec.multiples == {"B": 1, "H": 2, "W": 2}
+    with pytest.raises(InputError, match=r"axis 3 \(W\) is 15, which is not a multiple of 2"):
+        check_inputs({"image": np.zeros((1, 3, 16, 15), np.float32)}, {"image": spec})
+
+
+def test_random_integer_bool_and_byte_inputs():
+    from composer.dims import sym
+    from composer.inputs import InputSpec
+    specs = {"ids": InputSpec("ids", (sym("B"), sym("T")), "int64", "tokens", int_high=7),
+             "mask": InputSpec("mask", (sym("B"), sym("T")), "bool", "mask"),
+             "raw": InputSpec("raw", (sym("B"), 3, 4, 4), "uint8", "image")}
+    out = random_inputs(specs, {"B": 2, "T": 50}, seed=0)
+    assert out["ids"].dtype == torch.int64 and 0 <= int(out["ids"].min()) and int(out["ids"].max()) < 7
+    assert out["mask"].dtype == torch.bool and bool(out["mask"].all())
+    assert out["raw"].dtype == torch.uint8 and out["raw"].shape == (2, 3, 4, 4)
