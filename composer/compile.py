@@ -72,14 +72,19 @@ def _type_comment(t: Optional[PortType]) -> str:
     return f"  # {t}" if t is not None else ""
 
 
-def _value(var: dict, graph: Graph, ref) -> str:
-    """The expression for a reference: a variable, or one field of a structured value."""
+def _value(var: dict, graph: Graph, ref) -> tuple[str, str]:
+    """The expression for a reference (a variable, or one field of a structured value) and its variable."""
     name = var[(ref.node, graph.port_of(ref))]
-    return name if ref.field is None else f"{name}[{ref.field!r}]"
+    base = name.split("[", 1)[0]
+    return (name if ref.field is None else f"{name}[{ref.field!r}]"), base
 
 
 def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
-    """The forward's source, and the variable that holds each (node, port) value."""
+    """The forward's source, and the variable that holds each (node, port) value.
+
+    Each intermediate is deleted right after its last use, so peak memory matches a
+    hand-written forward rather than holding every activation until the end.
+    """
     r = graph.resolved
     used: set[str] = set()
     var: dict[tuple[str, Optional[str]], str] = {}
@@ -88,20 +93,23 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
         v = _var(name, used)
         var[(name, "out")] = v
         args.append(v)
-    lines = [f"def forward(self, {', '.join(args)}):"]
+    # statements: (source lines, variables read, variables written)
+    stmts: list[tuple[list[str], set[str], list[str]]] = []
     for name in graph.order:
         node = graph.nodes[name]
         outs = graph.types[name]
         cls = type(node.block)
-        call_args = []
+        call_args, reads = [], set()
         for port, spec_port in cls.inputs.items():
             if port not in node.bindings:
                 call_args.append("None")
                 continue
             b = node.bindings[port]
             refs = b if isinstance(b, list) else [b]
-            names = [_value(var, graph, ref) for ref in refs]
-            call_args.append(f"[{', '.join(names)}]" if spec_port.variadic else names[0])
+            values = [_value(var, graph, ref) for ref in refs]
+            reads |= {base for _, base in values}
+            exprs = [e for e, _ in values]
+            call_args.append(f"[{', '.join(exprs)}]" if spec_port.variadic else exprs[0])
         base = _var(name, used)
         if cls.passthrough:
             var[(name, next(iter(outs)))] = call_args[0]
@@ -110,17 +118,30 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
         if len(outs) == 1:
             port = next(iter(outs))
             var[(name, port)] = base
-            lines.append(f"    {base} = {call}{_type_comment(outs[port])}")
+            stmts.append(([f"    {base} = {call}{_type_comment(outs[port])}"], reads, [base]))
         else:
             targets = []
             for port in outs:
                 v = _var(f"{name}__{port}", used)
                 var[(name, port)] = v
                 targets.append(v)
-            lines.append(f"    {', '.join(targets)} = {call}")
-            for port, v in zip(outs, targets):
-                lines.append(f"    # {v}: {outs[port]}")
-    result = ", ".join(f"{o!r}: {_value(var, graph, ref)}" for o, ref in r.outputs.items())
+            text = [f"    {', '.join(targets)} = {call}"] + [f"    # {v}: {outs[port]}" for port, v in zip(outs, targets)]
+            stmts.append((text, reads, targets))
+    results = [_value(var, graph, ref) for ref in r.outputs.values()]
+    returned = {base for _, base in results}
+    last: dict[str, int] = {}
+    for i, (_, reads, writes) in enumerate(stmts):
+        for v in writes:
+            last.setdefault(v, i)
+        for v in reads:
+            last[v] = i
+    lines = [f"def forward(self, {', '.join(args)}):"]
+    for i, (text, _, _) in enumerate(stmts):
+        lines += text
+        dead = [v for v, j in last.items() if j == i and v not in returned and v not in args]
+        if dead:
+            lines.append(f"    del {', '.join(dead)}")
+    result = ", ".join(f"{o!r}: {e}" for o, (e, _) in zip(r.outputs, results))
     lines.append(f"    return {{{result}}}")
     return "\n".join(lines) + "\n", var
 

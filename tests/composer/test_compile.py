@@ -89,3 +89,12 @@ def test_macs_match_hand_count():
     assert macs["conv1"] == 32 * 3 * 9 * 64 * 64
     assert macs["conv2"] == 64 * 32 * 9 * 32 * 32
     assert macs["head"] == 64 * 10
+
+
+def test_intermediates_are_freed_after_last_use():
+    code = composer.load(ROOT / "pipelines" / "residual_cnn.yaml").build().code
+    lines = code.splitlines()
+    # the stem's activation feeds the first block and its shortcut: freed only after the add
+    add = next(i for i, line in enumerate(lines) if "stage['0'].sum([stage__0__bn2, act])" in line)
+    assert lines[add + 1].strip() == "del act, stage__0__bn2"
+    assert not any(line.strip().startswith("del") and "head" in line for line in lines)  # outputs are kept
