@@ -268,6 +268,45 @@ def op_diff(ours: dict[str, int], ref: dict[str, int]) -> tuple[list[str], list[
     return compute, views
 
 
+def peak_live_bytes(model: torch.nn.Module, call: Callable[[], object]) -> int:
+    """The most bytes of module outputs alive at once during one forward, sampled after every
+    module call (distinct storages; a view or an in-place result counts once). Shows what a
+    forward keeps alive that the reference frees."""
+    import weakref
+
+    refs: list = []
+    peak = [0]
+
+    def tensors(o):
+        if isinstance(o, torch.Tensor):
+            yield o
+        elif isinstance(o, (tuple, list)):
+            for v in o:
+                yield from tensors(v)
+        elif isinstance(o, dict):
+            for v in o.values():
+                yield from tensors(v)
+
+    def hook(_mod, _inp, out):
+        refs.extend(weakref.ref(t) for t in tensors(out))
+        alive = {}
+        for r in refs:
+            t = r()
+            if t is not None:
+                st = t.untyped_storage()
+                alive[st.data_ptr()] = st.nbytes()
+        peak[0] = max(peak[0], sum(alive.values()))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            call()
+    finally:
+        for h in handles:
+            h.remove()
+    return peak[0]
+
+
 def fmt_ms(ms: float) -> str:
     return f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
 
@@ -282,7 +321,7 @@ LATENCY_PLAN = {  # model: (torchvision constructor, [(label, spec)])
                  [("`vit` block", "vit_b16_block"), ("`vit_b16.yaml` (parts)", "vit_b16.yaml")]),
 }
 # (model, batch): (weight of the section's time, minimum iterations, warm-up rounds)
-LATENCY_RUNS = {("ResNet-50", 1): (1.0, 8, 2), ("ResNet-50", 8): (1.5, 4, 1),
+LATENCY_RUNS = {("ResNet-50", 1): (1.0, 8, 2), ("ResNet-50", 8): (1.5, 3, 1),
                 ("ViT-B/16", 1): (1.0, 6, 1), ("ViT-B/16", 8): (1.5, 3, 1)}
 
 
@@ -313,10 +352,13 @@ def setup_latency(tmp: Path, log) -> dict:
                                  f"(> {TOLERANCE:g}); not timing a different model")
         x = image(1, 224)
         ref_ops = op_counts(lambda: ref(x))
+        ref_live = peak_live_bytes(ref, lambda: ref(x))
         for label, m in ours.items():
             compute, views = op_diff(op_counts(lambda m=m: m(image=x)), ref_ops)
-            ops.append((model_name, label, compute, views))
-            log(f"  {model_name} {label} op differences: {'; '.join(compute) or 'none'} | views: {', '.join(views) or 'none'}")
+            live = peak_live_bytes(m, lambda m=m: m(image=x))
+            ops.append((model_name, label, compute, views, (live, ref_live)))
+            log(f"  {model_name} {label} op differences: {'; '.join(compute) or 'none'} | views: "
+                f"{', '.join(views) or 'none'} | peak live module outputs {live / 2**20:.2f} vs {ref_live / 2**20:.2f} MiB")
         sets[model_name] = (ref, ours)
     return {"sets": sets, "parity": parity, "ops": ops}
 
@@ -372,7 +414,7 @@ def _session(path: Path):
     return Session(path, device="cpu", **kw), kw.get("spinning", True)
 
 
-ONNX_RUNS = {1: (1.0, 5, 1), 8: (1.5, 3, 1)}   # batch: (weight, minimum iterations, warm-up rounds)
+ONNX_RUNS = {1: (1.0, 5, 1), 8: (1.5, 2, 1)}   # batch: (weight, minimum iterations, warm-up rounds)
 
 
 def bench_onnx(tmp: Path, section: Section, log) -> dict:
@@ -522,12 +564,13 @@ def report(info: dict, load0: tuple[float, float, float], wall_s: float, lat: Op
                     "disturb; the kernel column is mostly page faults of freshly allocated activation buffers:", ""]
         out += _latency_table(lat["one"], "cpu")
         out.append("")
-        for model_name, label, compute, views in lat["ops"]:
+        for model_name, label, compute, views, (live, ref_live) in lat["ops"]:
             text = "; ".join(compute) if compute else "no compute op differs"
             if views:
                 text += f" (view-only ops differ too: {', '.join(views)})"
-            out.append(f"- {model_name}, {label}, op counts in one forward against torchvision's (ours vs theirs): "
-                       f"{text}.")
+            out.append(f"- {model_name}, {label}, one forward at batch 1 against torchvision's (ours vs theirs): "
+                       f"op counts: {text}. Most module-output bytes alive at once: {live / 2**20:.2f} vs "
+                       f"{ref_live / 2**20:.2f} MiB.")
     if onnx:
         spin = ""
         if onnx["spinning"] is False:

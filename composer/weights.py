@@ -4,14 +4,16 @@ map a foreign state dict onto a compiled pipeline, and save weights as safetenso
 A state dict written by another program rarely has our keys. `map_state_dict` tries, in order:
 
 1. **exact** — the file's keys are the pipeline's keys (`backbone.layer1.0.conv1.weight`);
-2. **block prefix** — the file's keys are one block's keys without the block's prefix, as a
-   torchvision `resnet50` state dict is for a `resnet` block named `backbone`; the other blocks
-   keep their initial weights, and file keys that block lacks (a classifier `fc` the backbone
-   has no use for) are listed as ignored (they must be fewer than the keys used);
-3. **order** — the file has as many tensors as the pipeline and every shape agrees position
+2. **order** — the file has as many tensors as the pipeline and every shape agrees position
    by position (a torchvision checkpoint loaded into a pipeline built from `resnet_stem`,
-   `basic_block`, ... parts). Needs a file that keeps its order: `.pt`/`.pth`, not safetensors
-   (which stores keys sorted).
+   `bottleneck`, ... parts, or into `resnet` + `dense` head). Only for files that keep their
+   order (`.pt`/`.pth`), never for safetensors, which stores keys sorted;
+3. **block prefix** — the file's keys are one block's keys without the block's prefix, as a
+   torchvision `resnet50` state dict is for a `resnet` block named `backbone`. The file's
+   remaining tensors (torchvision's `fc`) then go to the pipeline's remaining blocks when
+   that is unambiguous: a whole block at a time, by order (ordered files) or by shapes that
+   occur once on each side. What stays unmatched is reported: file keys as ignored, blocks
+   as keeping their initial weights.
 
 When none fits, the error lists missing, unexpected and shape-mismatched keys by name, with
 the expected and found shapes, against the closest candidate.
@@ -155,9 +157,11 @@ def _diff(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor
     return missing, unexpected, mismatched
 
 
-def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: str = "<weights>"
-                   ) -> tuple[dict[str, torch.Tensor], LoadReport]:
-    """Map `tensors` onto `model`'s state dict keys; raises WeightsError listing what differs."""
+def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: str = "<weights>",
+                   *, ordered: bool = True) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Map `tensors` onto `model`'s state dict keys; raises WeightsError listing what differs.
+
+    `ordered` says whether the file's key order is meaningful (False for safetensors)."""
     own = model.state_dict()
     if not tensors:
         raise WeightsError(f"weights file {file} holds no tensors")
@@ -166,9 +170,24 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: 
     if not missing and not unexpected and not mismatched:
         return dict(tensors), LoadReport(file, "exact", len(own))
     candidates = [("exact", None, missing, unexpected, mismatched)]
-    # 2. one block's keys without its prefix
+    # 2. by order, when the count and every shape agree
+    own_items = list(own.items())
+    file_items = list(tensors.items())
+    if not ordered:
+        order_note = "by order: not for this file (safetensors stores its keys sorted)"
+    elif len(own_items) == len(file_items):
+        bad = [(a, b) for (a, ta), (b, tb) in zip(own_items, file_items) if tuple(ta.shape) != tuple(tb.shape)]
+        if not bad:
+            return ({k: t for (k, _), (_, t) in zip(own_items, file_items)},
+                    LoadReport(file, "order", len(own_items)))
+        order_note = (f"by order: {len(bad)} of {len(own_items)} positions differ in shape, first "
+                      f"`{bad[0][0]}` {_shape(own[bad[0][0]])} vs `{bad[0][1]}` {_shape(tensors[bad[0][1]])}")
+    else:
+        order_note = f"by order: the file has {len(file_items)} tensors, the pipeline {len(own_items)}"
+    # 3. one block's keys without its prefix, then the rest where unambiguous
+    prefixes = _block_prefixes(model)
     best_block = None
-    for prefix in _block_prefixes(model):
+    for prefix in prefixes:
         sub = {k[len(prefix) + 1:]: v for k, v in own.items() if k.startswith(prefix + ".")}
         if not sub:
             continue
@@ -180,23 +199,14 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: 
         _, prefix, sub, m, u, mm = best_block
         if not m and not mm and len(u) < len(sub):   # the file is (mostly) this block's weights
             mapped = {f"{prefix}.{k}": tensors[k] for k in sub}
-            prefixes = _block_prefixes(model)
-            others = sorted({_block_of(k, prefixes) for k in own if not k.startswith(prefix + ".")} - {None})
+            rest = {k: v for k, v in own.items() if not k.startswith(prefix + ".")}
+            extra = _match_rest(rest, {k: tensors[k] for k in u}, prefixes, ordered)
+            mapped.update({own_key: tensors[file_key] for own_key, file_key in extra.items()})
+            used = set(extra.values())
+            others = sorted({_block_of(k, prefixes) for k in rest if k not in extra} - {None})
             return mapped, LoadReport(file, "block-prefix", len(mapped), block=prefix.replace(".", "/"),
-                                      ignored=u, kept_initial=others)
+                                      ignored=[k for k in u if k not in used], kept_initial=others)
         candidates.append((f"block `{prefix}`", prefix, m, u, mm))
-    # 3. by order, when the count and every shape agree
-    own_items = list(own.items())
-    file_items = list(tensors.items())
-    if len(own_items) == len(file_items):
-        bad = [(a, b) for (a, ta), (b, tb) in zip(own_items, file_items) if tuple(ta.shape) != tuple(tb.shape)]
-        if not bad:
-            return ({k: t for (k, _), (_, t) in zip(own_items, file_items)},
-                    LoadReport(file, "order", len(own_items)))
-        order_note = (f"by order: {len(bad)} of {len(own_items)} positions differ in shape, first "
-                      f"`{bad[0][0]}` {_shape(own[bad[0][0]])} vs `{bad[0][1]}` {_shape(tensors[bad[0][1]])}")
-    else:
-        order_note = f"by order: the file has {len(file_items)} tensors, the pipeline {len(own_items)}"
     # nothing fits: explain against the closest candidate
     what, prefix, m, u, mm = min(candidates, key=lambda c: len(c[2]) + len(c[3]) + len(c[4]))
     pre = f"{prefix}." if prefix else ""
@@ -217,6 +227,30 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: 
     raise WeightsError("\n".join(lines))
 
 
+def _match_rest(rest: Mapping[str, torch.Tensor], leftover: Mapping[str, torch.Tensor], prefixes: list[str],
+                ordered: bool) -> dict[str, str]:
+    """Pair the pipeline's remaining tensors with the file's leftover ones, a whole block at a
+    time: by order when the file keeps it and everything agrees, else by shapes that occur
+    exactly once on each side. Returns pipeline key -> file key."""
+    if not rest or not leftover:
+        return {}
+    own_items, file_items = list(rest.items()), list(leftover.items())
+    if ordered and len(own_items) == len(file_items) and all(
+            tuple(a.shape) == tuple(b.shape) for (_, a), (_, b) in zip(own_items, file_items)):
+        return {k: f for (k, _), (f, _) in zip(own_items, file_items)}
+    def unique(items):
+        count: dict[tuple, int] = {}
+        for _, t in items:
+            count[tuple(t.shape)] = count.get(tuple(t.shape), 0) + 1
+        return {tuple(t.shape): k for k, t in items if count[tuple(t.shape)] == 1}
+    own_u, file_u = unique(own_items), unique(file_items)
+    pairs = {k: file_u[shape] for shape, k in own_u.items() if shape in file_u}
+    by_block: dict[Optional[str], list[str]] = {}
+    for k in rest:
+        by_block.setdefault(_block_of(k, prefixes), []).append(k)
+    return {k: pairs[k] for keys in by_block.values() if all(k in pairs for k in keys) for k in keys}
+
+
 def _block_of(key: str, prefixes: list[str]) -> Optional[str]:
     for p in sorted(prefixes, key=len, reverse=True):
         if key.startswith(p + "."):
@@ -227,7 +261,8 @@ def _block_of(key: str, prefixes: list[str]) -> Optional[str]:
 def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
     """Load a weights file into `model` in place (see `map_state_dict` for how keys map)."""
     tensors = read_state_dict(path)
-    mapped, report = map_state_dict(model, tensors, str(path))
+    ordered = Path(path).suffix.lower() != ".safetensors"
+    mapped, report = map_state_dict(model, tensors, str(path), ordered=ordered)
     own = model.state_dict()
     for k, v in mapped.items():  # check everything first: nothing is loaded unless all of it fits
         target = own[k]

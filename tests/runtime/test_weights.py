@@ -87,6 +87,21 @@ def test_torchvision_checkpoint_into_a_backbone_block(write_spec, tmp_path):
         torch.testing.assert_close(model(image=x)["pooled"], tv(x), rtol=1e-4, atol=1e-5)
 
 
+def test_safetensors_checkpoint_fills_backbone_then_head_by_shape(write_spec, tmp_path):
+    """safetensors sorts its keys, so no order: the backbone by prefix, torchvision's fc into
+    the 1000-way head because its shapes occur once on each side."""
+    from safetensors.torch import save_file
+    tv = _tv_resnet18()
+    ckpt = tmp_path / "resnet18.safetensors"
+    save_file(tv.state_dict(), ckpt)
+    model = composer.load(write_spec(RESNET18_BLOCK.replace("out_features: 5", "out_features: 1000"))).build().eval()
+    rep = load_weights(model, ckpt)
+    assert (rep.strategy, rep.block, rep.ignored, rep.kept_initial) == ("block-prefix", "backbone", [], [])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image=x)["logits"], tv(x), rtol=1e-4, atol=1e-5)
+
+
 def test_torchvision_checkpoint_by_order_into_parts(write_spec, tmp_path):
     tv = _tv_resnet18()
     ckpt = tmp_path / "resnet18.pth"
