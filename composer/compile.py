@@ -29,6 +29,7 @@ class CompiledPipeline(nn.Module):
     pipeline_name: str = ""
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
+    pipeline = None  # the `Pipeline` it was built from (set by `Pipeline.build`)
 
     def extra_repr(self) -> str:
         return f"pipeline={self.pipeline_name!r}, inputs={list(self.input_names)}, outputs={list(self.output_names)}"

@@ -379,8 +379,8 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
            seed: Optional[int] = None, pipeline=None, atol: Optional[float] = None, rtol: Optional[float] = None,
            external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
            progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Export a `Pipeline` (built with `seed`) or a built `CompiledPipeline` (give its `pipeline=`
-    too) to ONNX at `path`; returns the report. Raises `ExportError` (exit code 1) and leaves no
+    """Export a `Pipeline` (built with `seed`) or a built `CompiledPipeline` (whose `pipeline`
+    gives the input types; `pipeline=` overrides it) to ONNX at `path`; returns the report. Raises `ExportError` (exit code 1) and leaves no
     file at `path` when the export or its verification fails."""
     from .pipeline import Pipeline
 
@@ -392,7 +392,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
         model = pipe.build(seed=seed)
     elif isinstance(pipe_or_model, nn.Module):
         model = pipe_or_model
-        pipe = pipeline
+        pipe = pipeline or getattr(model, "pipeline", None)
         if pipe is None:
             raise ExportError("exporting a built model needs its pipeline for the input types: "
                               "export(model, path, pipeline=pipe), or export(pipe, path)")

@@ -50,8 +50,11 @@ class Pipeline:
         return self.resolved.file
 
     def build(self, seed: Optional[int] = None, device: Optional[torch.device | str] = None) -> CompiledPipeline:
-        """A fresh `nn.Module`; the same spec and seed always give the same weights."""
-        return compile_graph(self.graph, seed=seed, device=device)
+        """A fresh `nn.Module`; the same spec and seed always give the same weights.
+        `model.pipeline` refers back to this pipeline (its input types, for export)."""
+        model = compile_graph(self.graph, seed=seed, device=device)
+        model.pipeline = self
+        return model
 
 
 def analyze_doc(doc: Doc, *, max_param_bytes: Optional[int] = None) -> Graph:
