@@ -25,7 +25,7 @@ def build(
     save_weights: bool = typer.Option(False, "--save-weights", help="Write the weights as <pipeline>.safetensors."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export <pipeline>.onnx, verified against torch."),
 ) -> None:
-    """Validate, compile and summarise a pipeline; writes its artifacts atomically."""
+    """Validate, compile, summarise, draw and export a pipeline; writes its artifacts atomically."""
     with handled():
         pipe = load(spec, max_param_bytes=max_param_memory)
         print_diagnostics(pipe.warnings)
