@@ -107,7 +107,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: no extra activation-sized buffer
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -133,7 +134,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: no extra activation-sized buffer
+        return self.relu(out)
 
 
 class ResNetStem(nn.Module):
