@@ -3,8 +3,6 @@ of the backbone and its parts, param validation, and the parts-built `pipelines/
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
@@ -12,22 +10,15 @@ from pydantic import ValidationError
 
 import composer
 from blocks.vision.densenet import DenseBlockPart, DenseNetBackbone, TransitionPart
-from composer.dims import evaluate, sym
+from composer.dims import sym
 from composer.registry import get
 from composer.types import InferError, PortType
 from composer.weights import load_weights
+from tests.blocks.vision._support import n_params, shape_of
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H", 32), sym("W", 32)
 IMAGE = PortType("image", (B, 3, H, W))
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def shape_of(t: PortType, env: dict[str, int]) -> tuple[int, ...]:
-    return tuple(evaluate(d, env) for d in t.shape)
 
 
 def test_registered():

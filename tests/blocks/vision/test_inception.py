@@ -4,8 +4,6 @@ variants, param validation, and `pipelines/inception_v3.yaml`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
@@ -17,18 +15,11 @@ from composer.dims import evaluate, sym
 from composer.registry import get
 from composer.types import InferError, PortType
 from composer.weights import load_weights
+from tests.blocks.vision._support import meta_build, n_params, shape_of
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H"), sym("W")
 IMAGE = PortType("image", (B, 3, H, W))
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def shape_of(t: PortType, env: dict[str, int]) -> tuple[int, ...]:
-    return tuple(evaluate(d, env) for d in t.shape)
 
 
 def reference(**kw) -> torch.nn.Module:
@@ -41,12 +32,6 @@ def reference(**kw) -> torch.nn.Module:
 def tv_inception() -> torch.nn.Module:
     torch.manual_seed(0)
     return reference().eval()
-
-
-def meta_build(block, x: PortType = IMAGE) -> torch.nn.Module:
-    """Our module without initialising weights, for loading a state dict with assign=True."""
-    with torch.device("meta"):
-        return block.build(x)
 
 
 def test_registered():
@@ -73,7 +58,7 @@ def test_no_head_without_num_classes():
 
 @pytest.mark.parametrize("transform_input", [False, True])
 def test_parity_with_torchvision(tv_inception, transform_input):
-    ours = meta_build(InceptionBackbone(num_classes=1000, transform_input=transform_input)).eval()
+    ours = meta_build(InceptionBackbone(num_classes=1000, transform_input=transform_input), IMAGE).eval()
     ours.load_state_dict(tv_inception.state_dict(), assign=True)  # identical keys, strict
     x = torch.randn(2, 3, 75, 75)  # torchvision's minimum size
     tv_inception.transform_input = transform_input

@@ -11,9 +11,12 @@ from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 from blocks.vision.layers import Classifier, ConvBNActBlock, SqueezeExcite, make_divisible
 from composer.dims import evaluate, format_dim, sym
 from composer.types import InferError, PortType
+from tests.blocks.vision._support import n_params, randomize
 
 B, H, W = sym("B"), sym("H"), sym("W")
 H32, W32 = sym("H", 32), sym("W", 32)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fmap(c, h=H, w=W, kind="feature_map") -> PortType:
@@ -22,30 +25,6 @@ def fmap(c, h=H, w=W, kind="feature_map") -> PortType:
 
 def shape_str(t: PortType) -> list[str]:
     return [format_dim(d) for d in t.shape]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and norm statistics everywhere, so a wrong eps or layout shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.3)
-    return module.eval()
 
 
 # ---- conv_bn_act ----------------------------------------------------------------------------
@@ -70,7 +49,8 @@ def test_conv_bn_act_matches_torchvision(activation, groups):
     ours = block.build(x=x)
     act = {"relu": nn.ReLU, "hardswish": nn.Hardswish, "none": None}[activation]
     ref = randomize(Conv2dNormActivation(8, 8, 3, 2, groups=8 if groups == "depthwise" else 1,
-                                         norm_layer=lambda c: nn.BatchNorm2d(c, eps=1e-3), activation_layer=act))
+                                         norm_layer=lambda c: nn.BatchNorm2d(c, eps=1e-3), activation_layer=act),
+                    std=0.3)
     assert list(ours.state_dict()) == list(ref.state_dict())
     ours.load_state_dict(ref.state_dict())
     inp = torch.randn(2, 8, 12, 12)
@@ -113,7 +93,7 @@ def test_squeeze_excite_matches_torchvision():
     block = SqueezeExcite(squeeze_channels=8, activation="silu")
     assert block.infer(x=x) == x
     ours = block.build(x=x)
-    ref = randomize(SqueezeExcitation(32, 8, activation=nn.SiLU))
+    ref = randomize(SqueezeExcitation(32, 8, activation=nn.SiLU), std=0.3)
     assert list(ours.state_dict()) == list(ref.state_dict())
     ours.load_state_dict(ref.state_dict())
     inp = torch.randn(2, 32, 5, 7)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
@@ -18,43 +16,15 @@ from blocks.vision.mobilenet import InvertedResidual, MobileNet
 from composer.dims import evaluate, format_dim, sym
 from composer.types import InferError, PortType
 from composer.weights import map_state_dict
+from tests.blocks.vision._support import n_params, randomize
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H"), sym("W")
 IMAGE32 = PortType("image", (B, 3, sym("H", 32), sym("W", 32)))
 TORCHVISION = {"v2": torchvision.models.mobilenet_v2, "v3_small": torchvision.models.mobilenet_v3_small,
                "v3_large": torchvision.models.mobilenet_v3_large}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and norm statistics everywhere, so a wrong eps or layout shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * 0.2)
-    return module.eval()
-
-
-
-
-@pytest.fixture(scope="module")
-def image() -> torch.Tensor:
-    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the backbone ---------------------------------------------------------------------------

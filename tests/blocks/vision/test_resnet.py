@@ -3,8 +3,6 @@ of the backbone and its parts, param validation, and the parts-built `pipelines/
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
@@ -12,29 +10,15 @@ from pydantic import ValidationError
 
 import composer
 from blocks.vision.resnet import BasicBlockPart, BottleneckPart, ResNetBackbone, ResNetStemBlock
-from composer.dims import evaluate, sym
+from composer.dims import sym
 from composer.registry import get
 from composer.types import InferError, PortType
 from composer.weights import load_weights
+from tests.blocks.vision._support import meta_build, n_params, shape_of
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 B, H, W = sym("B"), sym("H", 32), sym("W", 32)
 IMAGE = PortType("image", (B, 3, H, W))
-
-
-def meta_build(block, x: PortType = IMAGE) -> torch.nn.Module:
-    with torch.device("meta"):
-        return block.build(x)
-
-
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-
-
-def shape_of(t: PortType, env: dict[str, int]) -> tuple[int, ...]:
-    return tuple(evaluate(d, env) for d in t.shape)
 
 
 # ---- the backbone ---------------------------------------------------------------------------
@@ -50,7 +34,7 @@ def test_registered():
 @pytest.mark.parametrize("depth,count", [(18, 11_689_512), (34, 21_797_672), (50, 25_557_032),
                                          (101, 44_549_160), (152, 60_192_808)])
 def test_keys_shapes_and_param_count_match_torchvision(depth, count):
-    ours = meta_build(ResNetBackbone(depth=depth, num_classes=1000))
+    ours = meta_build(ResNetBackbone(depth=depth, num_classes=1000), IMAGE)
     with torch.device("meta"):
         ref = getattr(torchvision.models, f"resnet{depth}")(weights=None)
     assert n_params(ours) == count == n_params(ref)
@@ -59,14 +43,14 @@ def test_keys_shapes_and_param_count_match_torchvision(depth, count):
 
 
 def test_resnext_widths_match_torchvision():
-    ours = meta_build(ResNetBackbone(depth=50, num_classes=1000, groups=32, width_per_group=4))
+    ours = meta_build(ResNetBackbone(depth=50, num_classes=1000, groups=32, width_per_group=4), IMAGE)
     with torch.device("meta"):
         ref = torchvision.models.resnext50_32x4d(weights=None)
     assert n_params(ours) == n_params(ref) == 25_028_904
 
 
 def test_no_head_without_num_classes():
-    m = meta_build(ResNetBackbone(depth=50))
+    m = meta_build(ResNetBackbone(depth=50), IMAGE)
     assert m.fc is None
     assert n_params(m) == 25_557_032 - (2048 * 1000 + 1000)
     assert list(ResNetBackbone(depth=50).infer(IMAGE)) == ["pooled", "features"]

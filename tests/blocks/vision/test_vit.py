@@ -3,13 +3,10 @@ the patch_embed and transformer_encoder_layer parts, and the vit_b16 pipeline co
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
 from pydantic import ValidationError
-from torch import nn
 from torchvision.models.vision_transformer import EncoderBlock
 
 import composer
@@ -17,39 +14,15 @@ from blocks.vision.vit import PatchEmbed, TransformerEncoderLayer, ViT
 from composer.dims import sym
 from composer.types import InferError, PortType
 from composer.weights import map_state_dict
+from tests.blocks.vision._support import image_batch, n_params, randomize
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 B = sym("B")
 TORCHVISION = {"b16": torchvision.models.vit_b_16, "b32": torchvision.models.vit_b_32,
                "l16": torchvision.models.vit_l_16, "l32": torchvision.models.vit_l_32,
                "h14": torchvision.models.vit_h_14}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads mostly wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def n_params(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights everywhere (torchvision zeroes the head, which would make logits trivially equal)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in module.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-    return module.eval()
-
-
-def image(size: int, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def check_parity(variant: str, size: int, num_classes: int, batch: int = 2) -> None:
@@ -58,12 +31,12 @@ def check_parity(variant: str, size: int, num_classes: int, batch: int = 2) -> N
         ref = TORCHVISION[variant](weights=None, image_size=size, num_classes=num_classes)
         ours = ViT(variant=variant, image_size=size, num_classes=num_classes).build(
             x=PortType("image", (B, 3, size, size)))
-    ref = randomize(ref.to_empty(device="cpu"))
+    ref = randomize(ref.to_empty(device="cpu"), std=0.1)
     ours = ours.to_empty(device="cpu")
     assert list(ours.state_dict()) == list(ref.state_dict())
     ours.load_state_dict(ref.state_dict())      # strict: identical keys and shapes
     ours.eval()
-    x = image(size, batch)
+    x = image_batch(size, batch)
     with torch.no_grad():
         pooled, features, logits = ours(x)
         expected = ref(x)
@@ -126,7 +99,7 @@ def test_symbolic_outputs():
 def test_headless_module_returns_two_outputs():
     m = ViT(variant="b32", image_size=32).build(x=PortType("image", (B, 3, 32, 32))).eval()
     with torch.no_grad():
-        out = m(image(32, 1))
+        out = m(image_batch(32, 1))
     assert len(out) == 2 and out[0].shape == (1, 768) and out[1]["grid"].shape == (1, 768, 1, 1)
 
 
@@ -177,7 +150,7 @@ def test_encoder_layer_matches_torchvision():
     block = TransformerEncoderLayer(num_heads=4, mlp_dim=128)
     assert block.infer(x=x) == x
     ours = block.build(x=x)
-    ref = randomize(EncoderBlock(4, 64, 128, 0.0, 0.0))
+    ref = randomize(EncoderBlock(4, 64, 128, 0.0, 0.0), std=0.1)
     assert list(ours.state_dict()) == list(ref.state_dict())
     ours.load_state_dict(ref.state_dict())
     seq = torch.randn(2, 9, 64)
@@ -215,7 +188,7 @@ def _pipeline_parity(size: int, batch: int) -> None:
         assert "[B, 3, 224, 224]" in text
         text = text.replace("[B, 3, 224, 224]", f"[B, 3, {size}, {size}]")
     model = composer.loads(text, "vit_b16.yaml").build(seed=0)
-    ref = randomize(torchvision.models.vit_b_16(weights=None, image_size=size))
+    ref = randomize(torchvision.models.vit_b_16(weights=None, image_size=size), std=0.1)
     block = ViT(variant="b16", image_size=size, num_classes=1000)
     with torch.device("meta"):
         assert n_params(model) == n_params(ref) == n_params(block.build(x=PortType("image", (B, 3, size, size))))
@@ -223,7 +196,7 @@ def _pipeline_parity(size: int, batch: int) -> None:
     assert report.strategy == "order" and report.loaded == len(model.state_dict())
     model.load_state_dict(mapped)
     model.eval()
-    x = image(size, batch)
+    x = image_batch(size, batch)
     with torch.no_grad():
         out = model(image=x)
         expected = ref(x)
