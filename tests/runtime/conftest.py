@@ -2,18 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.export.conftest import TINY_CNN
-
-
-@pytest.fixture
-def tiny_spec(write_spec):
-    return write_spec(TINY_CNN, "tiny_cnn.yaml")
-
-
-@pytest.fixture
-def tiny_pipe(tiny_spec):
-    import composer
-    return composer.load(tiny_spec)
+from tests.export.conftest import TINY_CNN, tiny_pipe, tiny_spec  # noqa: F401  (shared fixtures)
 
 
 @pytest.fixture(scope="session")
