@@ -626,13 +626,15 @@ def report(info: dict, load0: tuple[float, float, float], wall_s: float, lat: Op
     if lat:
         out += ["", "### ResNet-50 and ViT-B/16 against torchvision (eager CPU, same weights)", "",
                 "torchvision's model (`weights=None`, its own init; ViT's zero-initialised head drawn at random so "
-                "the logits are not trivially equal) and its state dict copied into ours with `map_state_dict` "
-                "(by key into the blocks, by order into the parts specs); logits checked first at batch 2: max abs "
-                "diff " + ", ".join(f"{m} {l} {d:.1e} (max |logit| {mx:.3g})" for (m, l), (d, mx, _) in
-                                    lat["parity"].items() if l != DIAGNOSTIC) +
-                f" (≤ {TOLERANCE:g} required). 224×224, eval + `no_grad`; torchvision and both composer forms (and, in "
-                "the one-thread run, the † diagnostic) run in balanced rotating order within each iteration; the "
-                "ratio is of the medians, the paired column the median of per-iteration ratios with a 95% CI.", "",
+                "the logits are not trivially equal) and its state dict copied into ours with `map_state_dict`; "
+                "logits checked first at batch 2, max abs diff: "
+                + ", ".join(f"{m} {l} {d:.1e} (max |logit| {mx:.3g}; weights mapped by {how})"
+                            for (m, l), (d, mx, how) in lat["parity"].items() if l != DIAGNOSTIC)
+                + f" (≤ {TOLERANCE:g} required). 224×224, eval + `no_grad`; torchvision and both composer forms"
+                + (" (and, in the one-thread run, the † diagnostic)" if any(r["composer"] == DIAGNOSTIC for r in lat["one"])
+                   else "")
+                + " run in balanced rotating order within each iteration; the ratio is of the medians, the paired "
+                "column the median of per-iteration ratios with a 95% CI.", "",
                 f"**Default threads ({lat['threads']}), wall clock** — the latency a user sees:", ""]
         out += _latency_table(lat["default"], "wall")
         out += ["", "**One thread, process CPU time (user + kernel)** — what other jobs on a shared machine barely "
