@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import math
-import os
-import platform
 import resource
-import re
 import statistics
 import sys
 import time
@@ -38,6 +34,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import composer  # noqa: E402
+
+from _results import machine, median_ci, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 SPEC = ROOT / "pipelines" / "cnn_classifier.yaml"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -124,14 +122,6 @@ def interleaved(compiled: nn.Module, hand: nn.Module, batch: int, seconds: float
     return row
 
 
-def median_ci(xs: list[float]) -> tuple[float, float, float]:
-    """The median and a distribution-free 95% confidence interval for it (binomial order statistics)."""
-    s = sorted(xs)
-    n = len(s)
-    half = 1.96 * math.sqrt(n) / 2
-    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(math.ceil(n / 2 + half)))
-    return statistics.median(s), s[lo], s[hi]
-
 
 def _pct(xs: list[int], q: int) -> float:
     s = sorted(xs)
@@ -155,31 +145,6 @@ def overhead_us(compiled: nn.Module, hand: nn.Module, iters: int = 3000) -> tupl
     return out[0], out[1]
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
-
-
-def write_section(path: Path, heading: str, body: str) -> None:
-    """Replace (or append) one `## ` section of RESULTS.md, leaving every other section alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: block + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def report(rows: list[dict], threads: int, dispatch: tuple[float, float]) -> str:

@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -33,12 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-
 from composer.pipeline import analyze_file  # noqa: E402
 from composer.registry import load_blocks  # noqa: E402
 from composer.render import dot_path, view as make_view  # noqa: E402
 from composer.render.dot import run_dot, to_dot  # noqa: E402
+
+from _results import machine, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Rendering"
@@ -133,43 +130,20 @@ def _cli(spec: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        dot_v = subprocess.run([dot_path() or "dot", "-V"], capture_output=True, text=True).stderr.strip()
-    except OSError:
-        dot_v = "dot not found"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, load average {load}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}; {dot_v}")
 
 
-def write_section(path: Path, heading: str, body: str) -> None:
-    """Replace (or append) one `## ` section of RESULTS.md, leaving every other section alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: block + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _dot_version() -> str:
+    try:
+        return subprocess.run([dot_path() or "dot", "-V"], capture_output=True, text=True).stderr.strip()
+    except OSError:
+        return "dot not found"
 
 
 def report(r: dict) -> str:
     t = r["total_s"]
     return "\n".join([
         f"`benchmarks/bench_render.py`, {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC. "
-        f"Machine: {machine()}.",
+        f"Machine: {machine(_dot_version(), load=True)}.",
         "",
         f"A generated spec of {r['blocks']:,} distinct blocks (residual conv units, no `repeat` folding) drawn "
         "to SVG with block labels, typed edge labels, params and MACs; median of "

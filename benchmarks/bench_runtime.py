@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -36,38 +33,15 @@ import composer  # noqa: E402
 from composer.inputs import BATCH_NAMES, example_size, random_inputs, specs_from_pipeline, symbols_of  # noqa: E402
 from composer.runtime import Session  # noqa: E402
 
+import onnxruntime  # noqa: E402
+from _results import machine, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## ONNX runtime"
 BATCHES = (1, 8)
 TARGET = 0.7
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime as ort
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}; Python "
-            f"{platform.python_version()}, torch {torch.__version__}, onnxruntime {ort.__version__}")
-
-
-def write_section(path: Path, heading: str, body: str) -> None:
-    """Replace (or append) one `## ` section of RESULTS.md, leaving every other section alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: block + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def is_conv_net(model: torch.nn.Module) -> bool:
@@ -150,7 +124,7 @@ def report(rows: list[dict], threads: int, seconds: float) -> str:
     measure = ("CPU time of the calling thread (with one intra-op thread both torch and onnxruntime compute "
                "on it, so other jobs descheduling us do not count)" if threads == 1 else "wall clock")
     lines = [
-        f"`benchmarks/bench_runtime.py`, {now}. Machine: {machine()}; {threads} intra-op "
+        f"`benchmarks/bench_runtime.py`, {now}. Machine: {machine('onnxruntime ' + onnxruntime.__version__)}; {threads} intra-op "
         f"thread{'s' if threads != 1 else ''} on both sides.",
         "",
         "Every `pipelines/*.yaml` built with seed 0, exported with `composer.export` (dynamo exporter, verified "
