@@ -181,12 +181,10 @@ def report(rows: list[dict], threads: int, dispatch: tuple[float, float]) -> str
                f"extra `nn.Module.__call__` costs about 2 µs of Python. At batch 1 that is "
                f"{(ca - hb) / rows[0]['user_hand_us'] * 100:.1f}% of the forward.")
     big = rows[-1]
-    out.append(f"- The generated forward keeps every intermediate in its own variable until `return`, so all "
-               f"activations of a pass are alive at once: at batch 32 about 54.5 MB (conv1 16.8 + act1 16.8 + "
-               f"pool1 4.2 + conv2 8.4 + act2 8.4) where the hand-written forward peaks at 33.6 MB. That costs "
-               f"memory rather than compute (user-CPU ratio {big['user_ratio']:.3f} at batch {big['batch']}), but "
-               f"it changes how much the allocator hands back to the OS and faults in again, one source of the "
-               f"swings in kernel time (user+kernel ratio {big['cpu_ratio']:.3f} here).")
+    out.append(f"- The generated forward deletes each intermediate after its last use (`del conv1` …), so "
+               f"its peak activation memory is the hand-written forward's; kernel time (page faults as the "
+               f"allocator returns and re-fetches buffers) still swings from run to run (user+kernel ratio "
+               f"{big['cpu_ratio']:.3f} at batch {big['batch']} here).")
     return "\n".join(out)
 
 
