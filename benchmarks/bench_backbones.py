@@ -515,7 +515,7 @@ def bench_onnx(tmp: Path, section: Section, log) -> dict:
                     want = model(image=x)["logits"].numpy()
                 got = sess.run({"image": xn})["logits"]
                 err = float(np.abs(got - want).max()) / max(1.0, float(np.abs(want).max()))
-                fns = {"torch": (lambda x=x: model(image=x)),
+                fns = {"torch": (lambda x=x, model=model: model(image=x)),
                        "onnxruntime": (lambda xn=xn, sess=sess: sess.run({"image": xn}))}
                 w_left = sum(w for w, _, _ in list(ONNX_RUNS.values())[ri:]) + exports_left * w_family
                 res = interleave(fns, section.share(weight, w_left, reserve), min_iters, warm, hard_end=section.end)
@@ -552,7 +552,7 @@ def bench_build(tmp: Path, section: Section, log) -> dict:
                     t0 = time.perf_counter()
                     pipe = composer.load(path)
                     t1 = time.perf_counter()
-                    m = pipe.build(seed=0)
+                    built = [pipe.build(seed=0)]    # held until the end of this call, then freed
                     t2 = time.perf_counter()
                     if i:
                         t_load.append(t1 - t0)
@@ -561,10 +561,10 @@ def bench_build(tmp: Path, section: Section, log) -> dict:
                     t0 = time.perf_counter()
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        m = make_ref()
+                        built = [make_ref()]
                     if i:
                         t_ref.append(time.perf_counter() - t0)
-                del m
+                built.clear()
             i += 1
         med = statistics.median
         total = [a + b for a, b in zip(t_load, t_build)]
@@ -611,11 +611,13 @@ def _latency_table(rows: list[dict], key: str) -> list[str]:
 def report(info: dict, load0: tuple[float, float, float], wall_s: float, lat: Optional[dict],
            onnx: Optional[dict], build: Optional[dict]) -> str:
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    load1 = os.getloadavg()
     out = [
         f"`benchmarks/bench_backbones.py`, {when} UTC, {wall_s / 60:.1f} min. Machine: nproc {info['nproc']}, "
         f"{info['cpu']}; Python {info['python']}, torch {info['torch']}, torchvision {info['torchvision']}, "
         f"onnxruntime {info['onnxruntime']}; torch threads at their default: {info['threads']} intra-op, "
-        f"{info['interop']} inter-op. Load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}.",
+        f"{info['interop']} inter-op. Load average (1 / 5 / 15 min) at start {load0[0]:.2f} / {load0[1]:.2f} / "
+        f"{load0[2]:.2f}, at the end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}.",
     ]
     if load0[0] > 1.5:
         out += ["", f"**Figures taken while the machine was shared** (1-minute load average {load0[0]:.2f} > 1.5 at "
@@ -658,7 +660,7 @@ def report(info: dict, load0: tuple[float, float, float], wall_s: float, lat: Op
             out.append(f"- Above {TARGET} ({name}): {'; '.join(miss) if miss else 'none'}.")
         diag = [r for r in lat["one"] if r["composer"] == DIAGNOSTIC]
         if diag:
-            out.append(f"- † Diagnostic, not a composer model: the `resnet` block with `Bottleneck.forward` patched "
+            out.append("- † Diagnostic, not a composer model: the `resnet` block with `Bottleneck.forward` patched "
                        "to add the shortcut in place (`out += identity; return self.relu(out)`, as torchvision) "
                        "instead of `self.relu(out + identity)`; outputs bitwise equal. Its CPU ratio "
                        + ", ".join(f"batch {r['batch']} {r['ratio']:.3f} (kernel {r['a_sys']:.1f} ms)" for r in diag)
