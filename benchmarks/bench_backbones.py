@@ -35,10 +35,8 @@ import argparse
 import datetime as _dt
 import gc
 import inspect
-import math
 import os
 import platform
-import re
 import resource
 import statistics
 import sys
@@ -57,6 +55,7 @@ import torchvision  # noqa: E402
 
 import composer  # noqa: E402
 from composer.weights import map_state_dict  # noqa: E402
+from _results import cpu_model, median_ci, write_section  # noqa: E402  (benchmarks/ is on sys.path)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Vision backbones"
@@ -137,15 +136,6 @@ VIEW_OPS = {"aten::as_strided", "aten::flatten", "aten::unflatten", "aten::view"
 # ---- machine and time ---------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
 
 def machine() -> dict:
     import onnxruntime as ort
@@ -184,14 +174,6 @@ def spec_path(spec: str, tmp: Path) -> Path:
 def image(batch: int, size: int) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1000 + batch))
 
-
-def median_ci(xs: list[float]) -> tuple[float, float, float]:
-    """The median and a distribution-free 95% confidence interval for it (binomial order statistics)."""
-    s = sorted(xs)
-    n = len(s)
-    half = 1.96 * math.sqrt(n) / 2
-    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(math.ceil(n / 2 + half)))
-    return statistics.median(s), s[lo], s[hi]
 
 
 def balanced_orders(names: list[str]) -> list[list[str]]:
@@ -731,20 +713,6 @@ def report(info: dict, load0: tuple[float, float, float], wall_s: float, lat: Op
                        f"| **{r['ratio']:.2f}** | {r['build_ratio']:.2f} |")
     return "\n".join(out)
 
-
-def write_section(path: Path, heading: str, body: str) -> None:
-    """Replace (or append) one `## ` section of RESULTS.md, leaving every other section alone.
-    The file is re-read right before writing (other benchmarks write their own sections)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda m: block + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
