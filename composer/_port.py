@@ -7,7 +7,7 @@ from typing import ClassVar, Optional, Union
 from torch import nn
 
 from .block import Block, In
-from .dims import DimSyntaxError, Dim, format_dim, parse_dim, shape_str
+from .dims import DimSyntaxError, parse_dim, shape_str
 from .registry import register
 from .types import InferError, PortType, is_a
 

@@ -38,9 +38,6 @@ _SCALAR_BUILDERS = {
     "tag:yaml.org,2002:float": lambda v: _constructor.construct_yaml_float(ScalarNode("", v)),
 }
 
-Path_ = tuple  # a spec path: ("blocks", "conv1", "kernel")
-
-
 @dataclass
 class Doc:
     """A loaded YAML document: its data plus a side table of source positions."""

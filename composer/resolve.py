@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 from . import errors as E
 from ._yaml import Doc, load_file
 from .block import Block
-from .dims import DimLike, DimSyntaxError, parse_dim
+from .dims import DimSyntaxError, parse_dim
 from pydantic import ValidationError
 
 from .errors import Diagnostic, Diagnostics, Location, SpecError, did_you_mean
@@ -263,7 +263,7 @@ class _Resolver:
             if cls is not None and cls.required_ports():
                 self.diags.add(E.BAD_BINDING, f"block `{node.name}` has no `in:`", loc=node.loc, path=node.path,
                                expected="inputs for port(s) " + ", ".join(f"`{p}`" for p in cls.required_ports()),
-                               found="nothing", hint=f"add `in: <block>`")
+                               found="nothing", hint="add `in: <block>`")
                 node.bad_bindings = True
             return {}
         if cls is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -395,7 +394,3 @@ def _parse_block(name: str, body: dict, doc: Doc, path: tuple, registry, diags: 
                       hint="set a sub-pipeline's params with `overrides: {block.param: value}`")
     return BlockDecl(name, btype, sub, params, raw_params, bindings, repeat, frozen, overrides,
                      description if isinstance(description, str) else "", loc, path)
-
-
-def spec_dir(doc: Doc) -> Path:
-    return Path(doc.file).resolve().parent

@@ -7,10 +7,10 @@ Kinds form a small tree (`image` is a kind of `feature_map`, every tensor kind i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from .dims import Dim, DimLike, format_dim, shape_str
+from .dims import DimLike, format_dim, shape_str
 
 # kind -> parent kind (None for roots)
 KINDS: dict[str, str | None] = {

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
-import pytest
 import torch
 from torch import nn
 

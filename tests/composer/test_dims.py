@@ -46,7 +46,7 @@ def test_parse_and_format():
 
 
 def test_products_and_evaluation():
-    C, H, W = sym("C"), sym("H"), sym("W")
+    H, W = sym("H"), sym("W")
     flat = 64 * H * W
     assert format_dim(flat) == "64*H*W"
     assert evaluate(flat, {"H": 3, "W": 5}) == 960
