@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_SPEC ?= $(firstword $(wildcard pipelines/detection.yaml) $(wildcard pipelines/classification.yaml) pipelines/cnn_classifier.yaml)
 
-.PHONY: install demo test test-fast bench system-deps clean
+.PHONY: install demo test test-fast bench system-deps browser-deps clean
 
 install: $(STAMP) system-deps
 

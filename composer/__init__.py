@@ -1,17 +1,16 @@
 """composer: typed YAML pipeline specs → validated DAGs → diagrams, torch modules and verified ONNX."""
 
+from . import runtime  # composer.runtime.Session
 from .block import Block, In, Params
 from .compile import CompiledPipeline
 from .errors import ComposerError, Diagnostic, Location, SpecError
+from .export import export  # the function; `from composer.export import ...` still reaches the module
 from .pipeline import Pipeline, analyze_file, load, loads
 from .registry import register
 from .types import InferError, PortType
+from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
-
-from . import runtime  # noqa: E402  (composer.runtime.Session)
-from .export import export  # noqa: E402  (the function; the module stays importable as composer.export)
-from .weights import load_weights, save_weights  # noqa: E402
 
 __all__ = [
     "Block", "In", "Params", "CompiledPipeline", "ComposerError", "Diagnostic", "Location", "SpecError",
