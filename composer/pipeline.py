@@ -49,11 +49,16 @@ class Pipeline:
     def file(self) -> str:
         return self.resolved.file
 
-    def build(self, seed: Optional[int] = None, device: Optional[torch.device | str] = None) -> CompiledPipeline:
-        """A fresh `nn.Module`; the same spec and seed always give the same weights.
+    def build(self, seed: Optional[int] = None, device: Optional[torch.device | str] = None,
+              spec_weights: bool = True) -> CompiledPipeline:
+        """A fresh `nn.Module`; the same spec and seed always give the same weights, and the
+        spec's `weights:` file, if it names one, is loaded into it (unless `spec_weights=False`).
         `model.pipeline` refers back to this pipeline (its input types, for export)."""
         model = compile_graph(self.graph, seed=seed, device=device)
         model.pipeline = self
+        if spec_weights and self.resolved.weights and str(device) != "meta":
+            from .weights import load_weights
+            load_weights(model, self.resolved.weights)
         return model
 
 

@@ -484,11 +484,17 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         inputs[name] = Input(name, decl, t, doc.loc(("inputs", name)))
     input_refs = {name: Ref(name, None) for name in raw_inputs}
     outputs = r.spec(parsed, "", (), (str(Path(doc.file).resolve()),), input_refs)
+    weights = None
+    if spec and spec.weights:  # relative to the spec file, checked now rather than at build time
+        weights = str((Path(doc.file).resolve().parent / spec.weights).resolve())
+        if not Path(weights).is_file():
+            r.diags.add(E.FILE_UNREADABLE, f"weights file `{spec.weights}` not found", loc=doc.loc(("weights",)),
+                        path="weights", found=weights, hint="the path is relative to this spec")
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,
         description=spec.description if spec else "",
         seed=spec.seed if spec else 0,
-        weights=spec.weights if spec else None,
+        weights=weights,
         file=doc.file, dims=dims, inputs=inputs, nodes=r.nodes, outputs=outputs, scopes=r.scopes,
         groups=r.groups, max_param_bytes=spec.limits.max_param_bytes if spec else 16 * 1024**3,
         diagnostics=r.diags.items, spec=spec)

@@ -172,3 +172,20 @@ def test_field_references_into_structured_ports(write_spec):
         composer.load(bad)
     (d,) = info.value.errors
     assert d.code == "E202" and d.expected == "c2, c3, c4, c5" and d.loc.line == 7
+
+
+def test_spec_weights_are_loaded_and_checked(tmp_path):
+    text = (ROOT / "pipelines" / "cnn_classifier.yaml").read_text()
+    trained = composer.loads(text).build(seed=5)
+    composer.save_weights(trained, tmp_path / "trained.safetensors")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text.replace("seed: 0\n", "seed: 0\nweights: trained.safetensors\n"))
+    model = composer.load(spec).build()
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
+    fresh = composer.load(spec).build(spec_weights=False)
+    assert not torch.equal(fresh.conv1.weight, trained.conv1.weight)
+    spec.write_text(text.replace("seed: 0\n", "seed: 0\nweights: missing.safetensors\n"))
+    with pytest.raises(SpecError) as info:
+        composer.load(spec)
+    (d,) = info.value.errors
+    assert (d.code, d.path, d.loc.line) == ("E009", "weights", 4)
