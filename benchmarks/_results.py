@@ -1,5 +1,5 @@
 """Shared by the benchmark scripts: the machine line, a median with its confidence interval,
-and writing one `## ` section of RESULTS.md without touching the others."""
+and printing a report and writing it as one `## ` section of RESULTS.md, leaving the others."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def median_ci(xs: list[float]) -> tuple[float, float, float]:
     half = 1.96 * math.sqrt(n) / 2
     lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(math.ceil(n / 2 + half)))
     return statistics.median(s), s[lo], s[hi]
+
+
+def publish(heading: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's report and (unless `write` is false) store it as its RESULTS.md section."""
+    print("\n" + text)
+    if write:
+        write_section(RESULTS, heading, text)
+        print(f"\nwrote {heading!r} in benchmarks/{RESULTS.name}")
 
 
 def write_section(path: Path, heading: str, body: str) -> None:

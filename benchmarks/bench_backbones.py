@@ -55,9 +55,8 @@ import torchvision  # noqa: E402
 
 import composer  # noqa: E402
 from composer.weights import map_state_dict  # noqa: E402
-from _results import cpu_model, median_ci, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import cpu_model, median_ci, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Vision backbones"
 TARGET = 1.02
 TOLERANCE = 1e-4
@@ -744,11 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{p} done")
     text = report(info, load0, time.perf_counter() - start, results.get("latency"), results.get("onnx"),
                   results.get("build"))
-    print()
-    print(text)
-    if not args.no_write:
-        write_section(RESULTS, SECTION, text)
-        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

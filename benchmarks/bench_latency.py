@@ -35,10 +35,9 @@ from torch import nn  # noqa: E402
 
 import composer  # noqa: E402
 
-from _results import machine, median_ci, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import machine, median_ci, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
 SPEC = ROOT / "pipelines" / "cnn_classifier.yaml"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Compiled forward latency"
 TARGET = 1.02
 H = W = 64
@@ -211,11 +210,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['iters']} iterations)", flush=True)
     dispatch = overhead_us(compiled, hand)
     text = report(rows, args.threads, dispatch)
-    print()
-    print(text)
-    if not args.no_write:
-        write_section(RESULTS, SECTION, text)
-        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 

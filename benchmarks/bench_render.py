@@ -35,9 +35,8 @@ from composer.registry import load_blocks  # noqa: E402
 from composer.render import dot_path, view as make_view  # noqa: E402
 from composer.render.dot import run_dot, to_dot  # noqa: E402
 
-from _results import machine, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import machine, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Rendering"
 TARGET_S = 5.0
 
@@ -178,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     r = measure(args.blocks, args.reps)
     text = report(r)
-    print(text)
-    if not args.no_write:
-        write_section(RESULTS, SECTION, text)
-        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    publish(SECTION, text, write=not args.no_write)
     return 0 if r["total_s"] <= TARGET_S else 1
 
 

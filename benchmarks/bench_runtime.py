@@ -34,9 +34,8 @@ from composer.inputs import BATCH_NAMES, example_size, random_inputs, specs_from
 from composer.runtime import Session  # noqa: E402
 
 import onnxruntime  # noqa: E402
-from _results import machine, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import machine, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## ONNX runtime"
 BATCHES = (1, 8)
 TARGET = 0.7
@@ -192,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(rows, args.threads, args.seconds)
     if failed:
         text += "\n" + "\n".join(f"- `{n}` failed to export: {m}" for n, m in failed)
-    print("\n" + text)
-    if not args.no_write:
-        write_section(RESULTS, SECTION, text)
-        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    publish(SECTION, text, write=not args.no_write)
     return 1 if failed else 0
 
 

@@ -34,9 +34,8 @@ import composer  # noqa: E402
 from composer.pipeline import analyze_file  # noqa: E402
 from composer.registry import load_blocks  # noqa: E402
 
-from _results import machine, write_section  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import machine, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Validation"
 TARGET_10K_S = 1.0
 
@@ -253,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure(sizes, args.reps)
     calls = None if args.no_profile else profile_calls([10_000, 50_000])
     text = report(rows, calls)
-    print()
-    print(text)
-    if not args.no_write:
-        write_section(RESULTS, SECTION, text)
-        print(f"\nwrote {SECTION!r} in {RESULTS.relative_to(ROOT)}")
+    publish(SECTION, text, write=not args.no_write)
     return 0
 
 
