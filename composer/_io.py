@@ -14,10 +14,11 @@ from typing import Iterator
 from .errors import ComposerError
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """The mode a plain `open()` would give a new file (mkstemp makes them 0600)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def ensure_dir(folder: str | Path) -> Path:
@@ -38,7 +39,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ensure_dir(path.parent if str(path.parent) else Path("."))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
+    os.chmod(tmp, file_mode())  # artifacts get the usual permissions, not mkstemp's 0600
     tmp_path = Path(tmp)
     try:
         yield tmp_path

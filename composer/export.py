@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _io
 from .dims import Dim, format_dim
 from .errors import ComposerError
 from .inputs import InputSpec, default_sizes, random_inputs, specs_from_pipeline, symbols_of
@@ -294,15 +295,8 @@ def _discard(holder: Optional[Path]) -> None:
         holder.unlink(missing_ok=True)
 
 
-def file_mode() -> int:
-    """The mode a plain `open()` would give a new file (mkstemp makes them 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _commit(tmp_model: Path, data_name: Optional[str], holder: Path, path: Path) -> None:
-    mode = file_mode()
+    mode = _io.file_mode()
     os.chmod(tmp_model, mode)
     if data_name is not None:
         os.chmod(holder / data_name, mode)

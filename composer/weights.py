@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
+from . import _io
 from .errors import ComposerError
 
 SHOW = 8  # keys listed per category in an error
@@ -283,25 +283,14 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[d
     from safetensors.torch import save_file
 
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    # shared storage (tied weights) must be cloned for safetensors; contiguous for its writer
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"format": "pt", **(metadata or {})}
+    if getattr(model, "pipeline_name", ""):
+        meta.setdefault("composer.pipeline", model.pipeline_name)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
+        with _io.atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
     except OSError as exc:
-        raise WeightsError(f"cannot write weights to {folder}: {exc.strerror or exc}") from None
-    try:
-        # shared storage (tied weights) must be cloned for safetensors; contiguous for its writer
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-        meta = {"format": "pt", **(metadata or {})}
-        if getattr(model, "pipeline_name", ""):
-            meta.setdefault("composer.pipeline", model.pipeline_name)
-        save_file(tensors, tmp, metadata=meta)
-        from .export import file_mode
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        raise WeightsError(f"cannot write weights to {path}: {exc.strerror or exc}") from None
     return path
