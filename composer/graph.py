@@ -52,16 +52,8 @@ class Graph:
         return self.resolved.nodes
 
     def output_type(self, ref: Ref) -> Optional[PortType]:
-        outs = self.types.get(ref.node)
-        if not outs:
-            return None
-        if ref.port is None:
-            t = next(iter(outs.values())) if len(outs) == 1 else None
-        else:
-            t = outs.get(ref.port)
-        if t is not None and ref.field is not None:
-            t = dict(t.fields).get(ref.field)
-        return t
+        """The type a reference reads, or None where it cannot be resolved (never reports)."""
+        return _lookup_type(ref, self.types, self.nodes, Diagnostics())
 
     def port_of(self, ref: Ref) -> Optional[str]:
         """The output port a reference reads (its own, or the only one)."""
