@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 from ..errors import ComposerError
 from ..summary import human
 from . import style as S
-from .view import VCluster, VEdge, View, VNode, short_value
+from .view import VEdge, View, VNode, short_value
 
 MAX_KEY_PARAMS = 6
 BR_LEFT = '<br align="left"/>'
@@ -282,12 +282,7 @@ def to_dot(view: View, rankdir: str = "TB") -> str:
         f"  node [fontname={quoted(S.FONT)}, fontsize=10, margin=\"0.12,0.06\"];",
         f"  edge [fontname={quoted(S.FONT)}, fontsize=9, color={quoted(S.EDGE)}, arrowsize=0.7];",
     ]
-    children: dict[Optional[str], list[VCluster]] = {}
-    for c in view.clusters.values():
-        children.setdefault(c.parent, []).append(c)
-    members: dict[Optional[str], list[VNode]] = {}
-    for n in view.nodes.values():
-        members.setdefault(n.cluster, []).append(n)
+    children, members = view.nesting()
 
     def emit(key: Optional[str], indent: str) -> None:
         for n in members.get(key, []):

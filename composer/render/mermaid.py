@@ -12,7 +12,7 @@ from typing import Optional
 
 from . import style as S
 from .dot import clean, figures, wrap
-from .view import VCluster, View, VNode, short_value
+from .view import View, VNode, short_value
 
 _SPECIAL = set('"#&<>\\|;`')
 
@@ -78,12 +78,7 @@ def to_mermaid(view: View, rankdir: str = "TB") -> str:
     direction = {"TB": "TB", "LR": "LR", "BT": "BT", "RL": "RL"}.get(rankdir, "TB")
     lines = [f"%% {text(view.name)}: drawn by composer from the spec (composer render --format mermaid)",
              f"flowchart {direction}"]
-    children: dict[Optional[str], list[VCluster]] = {}
-    for c in view.clusters.values():
-        children.setdefault(c.parent, []).append(c)
-    members: dict[Optional[str], list[VNode]] = {}
-    for n in view.nodes.values():
-        members.setdefault(n.cluster, []).append(n)
+    children, members = view.nesting()
 
     def emit(key: Optional[str], indent: str) -> None:
         for n in members.get(key, []):

@@ -111,6 +111,16 @@ class View:
     def node_by_id(self, id: str) -> VNode:
         return next(n for n in self.nodes.values() if n.id == id)
 
+    def nesting(self) -> tuple[dict[Optional[str], list["VCluster"]], dict[Optional[str], list[VNode]]]:
+        """Clusters and nodes grouped by the cluster that holds them (None: the top level)."""
+        children: dict[Optional[str], list[VCluster]] = {}
+        for c in self.clusters.values():
+            children.setdefault(c.parent, []).append(c)
+        members: dict[Optional[str], list[VNode]] = {}
+        for n in self.nodes.values():
+            members.setdefault(n.cluster, []).append(n)
+        return children, members
+
 
 # ---- formatting helpers ------------------------------------------------------------------
 
