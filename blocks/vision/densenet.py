@@ -21,7 +21,8 @@ from composer.params import PosInt, Prob
 from composer.registry import register
 from composer.types import PortType, expect_float, expect_rank, expect_static
 
-from .resnet import check_size, feature_map, features_type, image_channels
+from .layers import backbone_outputs, stages
+from .resnet import check_size, feature_map, image_channels
 
 # depth -> (growth rate, layers per dense block, stem channels), as torchvision's densenet121 ...
 DENSENET_CONFIGS: dict[int, tuple[int, tuple[int, int, int, int], int]] = {
@@ -169,11 +170,7 @@ class DenseNetBackbone(Block):
             c += n * growth
             maps[f"c{i + 2}"] = feature_map(x, c, h, w)
         check_size(h, w, "densenet's four stages")
-        out = {"pooled": PortType("vector", (x.shape[0], c), x.dtype),
-               "features": features_type(maps, STAGE_STRIDES)}
-        if self.num_classes is not None:
-            out["logits"] = PortType("logits", (x.shape[0], self.num_classes), x.dtype)
-        return out
+        return backbone_outputs(x, stages(maps, STAGE_STRIDES), c, self.num_classes)
 
     def build(self, x: PortType) -> nn.Module:
         return DenseNet(self.depth, x.shape[1], self.num_classes, self.bn_size, self.drop_rate)

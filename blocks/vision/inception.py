@@ -26,7 +26,8 @@ from composer.params import PosInt, Prob
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
 
-from .resnet import check_size, feature_map, features_type, image_channels
+from .layers import backbone_outputs, stages
+from .resnet import check_size, feature_map, image_channels
 
 STAGE_STRIDES = (4, 8, 16, 32)  # nominal strides of c2..c5 (the convs are unpadded, sizes are exact)
 
@@ -300,10 +301,7 @@ class InceptionBackbone(Block):
         check_size(hs[3], ws[3], "inception v3 (it needs at least 75x75)")
         maps = {f"c{i + 2}": feature_map(x, ch, h, w)
                 for i, (ch, h, w) in enumerate(zip((192, 288, 768, 2048), hs, ws))}
-        out = {"pooled": PortType("vector", (x.shape[0], 2048), x.dtype),
-               "features": features_type(maps, STAGE_STRIDES)}
-        if self.num_classes is not None:
-            out["logits"] = PortType("logits", (x.shape[0], self.num_classes), x.dtype)
+        out = backbone_outputs(x, stages(maps, STAGE_STRIDES), 2048, self.num_classes)
         if self.aux_output:
             check_size(_aux_size(hs[2]), _aux_size(ws[2]), "inception's aux head (it needs at least 299x299)",
                        param="aux_output")

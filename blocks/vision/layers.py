@@ -146,6 +146,11 @@ def stride_taps(strides: Sequence[int], levels: Sequence[int] = (4, 8, 16, 32)) 
     return taps
 
 
+def stages(maps: dict[str, PortType], strides: Sequence[int]) -> list[tuple[str, PortType, int]]:
+    """Named stage maps paired with their strides, as `backbone_outputs` takes them."""
+    return [(name, t, s) for (name, t), s in zip(maps.items(), strides)]
+
+
 def backbone_outputs(x: PortType, maps: Sequence[tuple[str, PortType, int]], pooled_channels: int,
                      num_classes: Optional[int]) -> dict[str, PortType]:
     """The output ports of a CNN backbone: pooled, features ({name: map}, strides, channels), logits."""

@@ -3,13 +3,13 @@
 
 Module attribute names mirror `torchvision.models.ResNet` (conv1, bn1, layer1..layer4 of
 blocks with conv1/bn1/conv2/bn2/(conv3/bn3)/downsample, fc), so a torchvision state dict
-loads with identical keys. `features_type` and `check_size` are shared by the other
-backbones of this family (densenet, inception).
+loads with identical keys. `image_channels`, `check_size` and `feature_map` are shared by
+the other backbones of this family (densenet, inception).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Sequence
+from typing import ClassVar, Literal, Optional
 
 import torch
 from torch import nn
@@ -19,6 +19,8 @@ from composer.dims import DimLike, conv_out
 from composer.params import PosInt
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
+
+from .layers import backbone_outputs, stages
 
 # depth -> (block type, blocks per stage), as torchvision's resnet18 ... resnet152
 RESNET_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -54,13 +56,6 @@ def check_size(h: DimLike, w: DimLike, what: str, param: str | None = None) -> N
 def feature_map(x: PortType, channels: int, h: DimLike, w: DimLike) -> PortType:
     """A [B, channels, h, w] feature map with the batch dim and dtype of `x`."""
     return PortType("feature_map", (x.shape[0], channels, h, w), x.dtype)
-
-
-def features_type(maps: dict[str, PortType], strides: Sequence[int]) -> PortType:
-    """The `features` kind: named multi-scale maps, with their strides and channels in meta."""
-    first = next(iter(maps.values()))
-    return PortType("features", None, first.dtype, fields=tuple(maps.items()),
-                    meta=(("strides", tuple(strides)), ("channels", tuple(t.shape[1] for t in maps.values()))))
 
 
 def init_like_torchvision_resnet(module: nn.Module) -> None:
@@ -237,12 +232,7 @@ class ResNetBackbone(Block):
             if i:
                 h, w = conv_out(h, 3, 2, 1), conv_out(w, 3, 2, 1)
             maps[f"c{i + 2}"] = feature_map(x, planes * expansion, h, w)
-        channels = STAGE_PLANES[-1] * expansion
-        out = {"pooled": PortType("vector", (x.shape[0], channels), x.dtype),
-               "features": features_type(maps, STAGE_STRIDES)}
-        if self.num_classes is not None:
-            out["logits"] = PortType("logits", (x.shape[0], self.num_classes), x.dtype)
-        return out
+        return backbone_outputs(x, stages(maps, STAGE_STRIDES), STAGE_PLANES[-1] * expansion, self.num_classes)
 
     def build(self, x: PortType) -> nn.Module:
         self._check()
