@@ -20,7 +20,7 @@ class Port(Block):
     family: ClassVar[str] = "core"
     internal: ClassVar[bool] = True
     passthrough: ClassVar[bool] = True
-    inputs: ClassVar = {"x": In("tensor", "features", "detections", "graph", "text")}
+    inputs: ClassVar = {"x": In("tensor", "features", "detections", "proposals", "image_sizes", "graph", "text")}
     kind: str
     shape: Optional[list[Union[int, str]]] = None
     dtype: str = "float32"

@@ -23,10 +23,16 @@ KINDS: dict[str, str | None] = {
     "vector": "tensor",        # [B, C]
     "logits": "tensor",        # unnormalised scores
     "probs": "tensor",         # normalised scores
-    "boxes": "tensor",         # [N, 4] or [B, N, 4]
+    "boxes": "tensor",         # [N, 4] or [B, N, 4], xyxy pixels
+    "scores": "tensor",        # [B, N] confidences in [0, 1]
+    "labels": "tensor",        # [B, N] int64 class ids
+    "count": "tensor",         # [B] int64: how many padded slots of a row are used
+    "sizes": "tensor",         # [B, 2] int64 (height, width) of each image
     "scalar": "tensor",
     "features": None,          # {name: feature_map}, multi-scale, with strides
-    "detections": None,        # structured detector output
+    "detections": None,        # {boxes, scores, labels, count[, masks]}, padded to a maximum K
+    "proposals": None,         # {boxes, scores, count}: region proposals, padded
+    "image_sizes": None,       # {resized, original}: sizes of the images in a detection batch
     "graph": None,             # node features + edge index
     "text": None,              # strings, before tokenisation
 }
