@@ -14,6 +14,12 @@ A state dict written by another program rarely has our keys. `map_state_dict` tr
    that is unambiguous: a whole block at a time, by order (ordered files) or by shapes that
    occur once on each side. What stays unmatched is reported: file keys as ignored, blocks
    as keeping their initial weights.
+4. **module paths** — each block's keys appear in the file under one other prefix, as in a
+   torchvision detector checkpoint, where the `resnet` block named `backbone` is
+   `backbone.body`, the `fpn` block `backbone.fpn` and `roi_heads` `roi_heads`. Every block
+   must find exactly one such prefix (a block that could come from two places is an error
+   naming both), and every file tensor must be used. `num_batches_tracked` counters that
+   the file lacks (FrozenBatchNorm2d checkpoints) are left as they are.
 
 When none fits, the error lists missing, unexpected and shape-mismatched keys by name, with
 the expected and found shapes, against the closest candidate.
@@ -46,7 +52,7 @@ class LoadReport:
     """What `load_weights` did: the strategy, and keys it loaded, ignored or left initial."""
 
     file: str
-    strategy: str                                   # exact | block-prefix | order
+    strategy: str                                   # exact | order | block-prefix | module-paths
     loaded: int
     block: Optional[str] = None                     # the block a block-prefix mapping went into
     ignored: list[str] = field(default_factory=list)        # file keys not used
@@ -57,7 +63,8 @@ class LoadReport:
                 "ignored": self.ignored, "kept_initial": self.kept_initial}
 
     def describe(self) -> str:
-        what = {"exact": "by name", "block-prefix": f"into block `{self.block}`", "order": "by order"}[self.strategy]
+        what = {"exact": "by name", "block-prefix": f"into block `{self.block}`", "order": "by order",
+                "module-paths": "by module paths"}[self.strategy]
         text = f"loaded {self.loaded} tensors from {self.file} {what}"
         if self.kept_initial:
             text += f"; initial weights kept for {', '.join(self.kept_initial)}"
@@ -207,6 +214,10 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: 
             return mapped, LoadReport(file, "block-prefix", len(mapped), block=prefix.replace(".", "/"),
                                       ignored=[k for k in u if k not in used], kept_initial=others)
         candidates.append((f"block `{prefix}`", prefix, m, u, mm))
+    # 4. every block under one prefix of the file
+    mapped = _by_module_paths(own, tensors, prefixes, file)
+    if mapped is not None:
+        return mapped, LoadReport(file, "module-paths", len(mapped))
     # nothing fits: explain against the closest candidate
     what, prefix, m, u, mm = min(candidates, key=lambda c: len(c[2]) + len(c[3]) + len(c[4]))
     pre = f"{prefix}." if prefix else ""
@@ -225,6 +236,50 @@ def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: 
     lines.append(f"  also tried {order_note}")
     lines.append("  hint: is this file for another model, or another depth/width of this one?")
     raise WeightsError("\n".join(lines))
+
+
+COUNTERS = ("num_batches_tracked",)
+
+
+def _by_module_paths(own: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], prefixes: list[str],
+                     file: str) -> Optional[dict[str, torch.Tensor]]:
+    """Map each block's keys onto the one file prefix that holds them all with equal shapes;
+    None when some block has no such prefix or file tensors are left over."""
+    by_suffix: dict[str, list[str]] = {}
+    for k in tensors:
+        parts = k.split(".")
+        for i in range(len(parts)):
+            by_suffix.setdefault(".".join(parts[i:]), []).append(".".join(parts[:i]))
+    mapped: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for block in sorted(prefixes, key=len, reverse=True):
+        keys = [k for k in own if k.startswith(block + ".") and k not in mapped]
+        needed = [k for k in keys if k.rpartition(".")[2] not in COUNTERS]
+        if not needed:
+            continue
+        options: Optional[set[str]] = None
+        for k in needed:
+            sub = k[len(block) + 1:]
+            here = {q for q in by_suffix.get(sub, ())
+                    if tuple(tensors[f"{q}.{sub}" if q else sub].shape) == tuple(own[k].shape)}
+            options = here if options is None else options & here
+            if not options:
+                return None
+        if len(options) > 1:
+            raise WeightsError(f"weights file {file}: block `{block.replace('.', '/')}` fits the file under "
+                               f"{len(options)} prefixes ({_names(sorted(f'`{q}`' for q in options))}); "
+                               "the mapping is ambiguous")
+        q = options.pop()
+        for k in keys:
+            fk = f"{q}.{k[len(block) + 1:]}" if q else k[len(block) + 1:]
+            if fk in tensors:
+                mapped[k] = tensors[fk]
+                used.add(fk)
+    left = [k for k in tensors if k not in used and k.rpartition(".")[2] not in COUNTERS]
+    missing = [k for k in own if k not in mapped and k.rpartition(".")[2] not in COUNTERS]
+    if left or missing or not mapped:
+        return None
+    return mapped
 
 
 def _match_rest(rest: Mapping[str, torch.Tensor], leftover: Mapping[str, torch.Tensor], prefixes: list[str],
