@@ -186,6 +186,92 @@ def _clean(proto) -> None:
             strip(n.metadata_props)
 
 
+SHAPE_OPS = {"Shape", "Size", "Squeeze", "Unsqueeze", "Gather", "Min", "Max", "Add", "Sub", "Mul", "Div", "Cast",
+             "Floor", "Ceil", "Concat", "Reshape", "Slice", "Neg", "Abs", "Identity", "Mod"}
+FLOAT_ARITH = {"Min", "Max", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Abs", "Identity"}
+
+
+def _double_size_math(proto) -> int:
+    """Compute symbolic size arithmetic in float64, as torch does on the host.
+
+    torch evaluates float expressions of sizes (`floor(H * min(800 / H, 1333 / W))`) in Python
+    floats; the exporter casts the sizes to float32, where 61 * (128 / 61) rounds to 127.99999
+    and a resize comes out one pixel short. Each connected piece of float arithmetic on values
+    computed only from input shapes and constants, whose results only go back to integers,
+    is switched to double. Returns the number of casts changed."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    g = proto.graph
+    consts: dict[str, Any] = {t.name: t for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and len(n.output) == 1:
+            consts[n.output[0]] = n
+    shape_vals: set[str] = set()
+    for n in g.node:                     # nodes are in topological order
+        if n.op_type == "Shape" or (n.op_type in SHAPE_OPS and n.input and
+                                     all(i in shape_vals or i in consts or i == "" for i in n.input)
+                                     and any(i in shape_vals for i in n.input)):
+            shape_vals.update(n.output)
+
+    def cast_to(n) -> int:
+        return next(a.i for a in n.attribute if a.name == "to")
+
+    floats: dict[str, Any] = {}          # float-valued size expression -> its node
+    for n in g.node:
+        if not n.output or n.output[0] not in shape_vals:
+            continue
+        if n.op_type == "Cast" and cast_to(n) == TensorProto.FLOAT:
+            floats[n.output[0]] = n
+        elif n.op_type in FLOAT_ARITH and any(i in floats for i in n.input):
+            floats[n.output[0]] = n
+    parent = {v: v for v in floats}
+
+    def root(v: str) -> str:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for v, n in floats.items():
+        for i in n.input:
+            if i in floats and n.op_type != "Cast":
+                parent[root(i)] = root(v)
+    bad: set[str] = {root(o.name) for o in g.output if o.name in floats}
+    for n in g.node:
+        for i in n.input:
+            if i not in floats:
+                continue
+            internal = n.output and n.output[0] in floats and n.op_type != "Cast"
+            to_int = n.op_type == "Cast" and cast_to(n) in (TensorProto.INT64, TensorProto.INT32)
+            if not internal and not to_int:
+                bad.add(root(i))
+    changed = 0
+    made: dict[str, str] = {}
+    for v, n in floats.items():
+        if root(v) in bad:
+            continue
+        for vi in g.value_info:
+            if vi.name == v:
+                vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+        if n.op_type == "Cast":
+            next(a for a in n.attribute if a.name == "to").i = TensorProto.DOUBLE
+            changed += 1
+            continue
+        for j, name in enumerate(n.input):
+            if name in floats or name not in consts:
+                continue
+            c = consts[name]
+            arr = numpy_helper.to_array(c if isinstance(c, onnx.TensorProto) else
+                                        next(a.t for a in c.attribute if a.name == "value"))
+            if arr.dtype.kind == "f":
+                if name not in made:
+                    made[name] = f"{name}__f64"
+                    g.initializer.append(numpy_helper.from_array(arr.astype("float64"), made[name]))
+                n.input[j] = made[name]
+    return changed
+
+
 def _set_metadata(proto, meta: Mapping[str, str]) -> None:
     existing = {p.key: p for p in proto.metadata_props}
     for k, v in meta.items():
@@ -448,6 +534,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
         export_s = time.perf_counter() - t0
 
         _clean(proto)
+        _double_size_math(proto)
         _check_dynamic(proto, dynamic, name)
         _set_metadata(proto, _metadata(pipe, specs, seed, fp16, static))
         opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -526,15 +613,23 @@ def _metadata(pipe, specs: Mapping[str, InputSpec], seed, fp16: bool, static: bo
         if s.dtype not in ("float32", "float16", "bfloat16", "float64", "bool"):
             info["int_high"] = s.int_high
         inputs[n] = info
-    return {
+    outputs = {}
+    for n, ref in r.outputs.items():   # what each output is: `composer run model.onnx` reads detections by kind
+        t = pipe.graph.output_type(ref)
+        outputs[n] = t.kind if t is not None else "tensor"
+    meta = {
         "composer.version": __version__,
         "composer.pipeline": r.name,
         "composer.seed": str(r.seed if seed is None else seed),
         "composer.inputs": json.dumps(inputs, sort_keys=True),
+        "composer.outputs": json.dumps(outputs),
         "composer.multiples": json.dumps({n: d.multiple_of for n, d in r.dims.items()}, sort_keys=True),
         "composer.precision": "fp16" if fp16 else "fp32",
         "composer.static": "true" if static else "false",
     }
+    if r.labels is not None:
+        meta["composer.labels"] = json.dumps(list(r.labels.names), ensure_ascii=False)
+    return meta
 
 
 def _run_exporter(view, args, input_names, output_names, dynamic, opset, legacy, name: str, path: Path):

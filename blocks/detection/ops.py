@@ -38,8 +38,9 @@ def select_top(boxes: Tensor, scores: Tensor, keep: Tensor, groups: Tensor, iou:
     group = groups.reshape(-1)[flat]
     # shift each (image, group) into its own region, so one NMS call keeps them apart:
     # groups along x, images along y (smaller offsets than one combined id: fewer float32 ulps)
-    lo = boxes.amin()
-    span = boxes.amax() - lo + 1
+    every = boxes.reshape(-1)
+    lo = every.amin(0)
+    span = every.amax(0) - lo + 1
     shift = torch.stack([group, image, group, image], 1).to(box.dtype) * span
     survivors = torchvision.ops.nms(box - lo + shift, score, iou)    # (S,) by decreasing score
     flat, image = flat[survivors], image[survivors]
