@@ -257,21 +257,32 @@ def _by_module_paths(own: Mapping[str, torch.Tensor], tensors: Mapping[str, torc
         needed = [k for k in keys if k.rpartition(".")[2] not in COUNTERS]
         if not needed:
             continue
-        options: Optional[set[str]] = None
-        for k in needed:
-            sub = k[len(block) + 1:]
-            here = {q for q in by_suffix.get(sub, ())
-                    if tuple(tensors[f"{q}.{sub}" if q else sub].shape) == tuple(own[k].shape)}
-            options = here if options is None else options & here
-            if not options:
-                return None
+        subs = [k[len(block) + 1:] for k in keys]
+        heads = {sub.split(".", 1)[0] for sub in subs}
+        # the block's own keys, or (when they all start with one module, as `features.`) without it
+        for drop in ("", *(f"{h}." for h in heads if len(heads) == 1 and all("." in sub for sub in subs))):
+            options: Optional[set[str]] = None
+            for k, sub in zip(keys, subs):
+                if k not in needed:
+                    continue
+                sub = sub[len(drop):]
+                here = {q for q in by_suffix.get(sub, ())
+                        if tuple(tensors[f"{q}.{sub}" if q else sub].shape) == tuple(own[k].shape)}
+                options = here if options is None else options & here
+                if not options:
+                    break
+            if options:
+                break
+        if not options:
+            return None
         if len(options) > 1:
             raise WeightsError(f"weights file {file}: block `{block.replace('.', '/')}` fits the file under "
                                f"{len(options)} prefixes ({_names(sorted(f'`{q}`' for q in options))}); "
                                "the mapping is ambiguous")
         q = options.pop()
-        for k in keys:
-            fk = f"{q}.{k[len(block) + 1:]}" if q else k[len(block) + 1:]
+        for k, sub in zip(keys, subs):
+            sub = sub[len(drop):]
+            fk = f"{q}.{sub}" if q else sub
             if fk in tensors:
                 mapped[k] = tensors[fk]
                 used.add(fk)

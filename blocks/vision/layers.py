@@ -310,14 +310,28 @@ def fold_plan(plan: Plan, x: PortType) -> tuple[list[PortType], list[int]]:
     return types, strides
 
 
-def plan_outputs(plan: Plan, x: PortType, num_classes: Optional[int]) -> dict[str, PortType]:
-    """A CNN backbone's output ports from its plan: pooled last map, c2..c5 features, logits."""
+def plan_taps(strides: Sequence[int], extra: Sequence[int] = ()) -> list[tuple[int, str]]:
+    """The c2..c5 taps and the extra layer taps `l{i}`, in layer order (the features' order)."""
+    taps = stride_taps(strides)
+    used = {i for i, _ in taps}
+    for i in extra:
+        if not 0 <= i < len(strides):
+            raise InferError(f"extra_taps: there is no layer {i}", param="extra_taps",
+                             expected=f"layer indices 0..{len(strides) - 1}", found=str(i))
+        if i not in used:
+            taps.append((i, f"l{i}"))
+            used.add(i)
+    return sorted(taps)
+
+
+def plan_outputs(plan: Plan, x: PortType, num_classes: Optional[int], extra: Sequence[int] = ()) -> dict[str, PortType]:
+    """A CNN backbone's output ports from its plan: pooled last map, c2..c5 (and extra) features, logits."""
     types, strides = fold_plan(plan, x)
-    maps = [(name, types[i], strides[i]) for i, name in stride_taps(strides)]
+    maps = [(name, types[i], strides[i]) for i, name in plan_taps(strides, extra)]
     return backbone_outputs(x, maps, types[-1].shape[1], num_classes)
 
 
-def build_plan(plan: Plan, x: PortType, classifier: Optional[nn.Module]) -> CNNBackbone:
+def build_plan(plan: Plan, x: PortType, classifier: Optional[nn.Module], extra: Sequence[int] = ()) -> CNNBackbone:
     """The CNNBackbone module of a plan (a stage list becomes one nn.Sequential)."""
     modules, strides, stride = [], [], 1
     for part in plan:
@@ -332,7 +346,7 @@ def build_plan(plan: Plan, x: PortType, classifier: Optional[nn.Module]) -> CNNB
             x = part.infer(x=x)
         stride *= _part_stride(part)
         strides.append(stride)
-    return CNNBackbone(modules, stride_taps(strides), classifier)
+    return CNNBackbone(modules, plan_taps(strides, extra), classifier)
 
 
 def init_cnn(module: nn.Module, linear: Literal["normal", "uniform"] = "normal") -> None:

@@ -146,6 +146,7 @@ class MobileNet(Block):
     num_classes: Optional[PosInt] = None  # None: no classification head, no `logits` port
     width_mult: PosFloat = 1.0
     dropout: Prob = 0.2
+    extra_taps: list[int] = []   # more layers (of `features.N`) to expose, as `l{N}`: [13] for torchvision's detector FPN
 
     def _plan(self):
         w = self.width_mult
@@ -174,7 +175,7 @@ class MobileNet(Block):
     def infer(self, x: PortType) -> dict[str, PortType]:
         in_channels(x, "a mobilenet")
         plan, _ = self._plan()
-        return plan_outputs(plan, x, self.num_classes)
+        return plan_outputs(plan, x, self.num_classes, self.extra_taps)
 
     def build(self, x: PortType) -> nn.Module:
         plan, hidden = self._plan()
@@ -182,6 +183,6 @@ class MobileNet(Block):
         if self.num_classes is not None:
             c = plan[-1].out_channels
             classifier = ClassifierHead(c, self.num_classes, hidden, "hardswish", self.dropout)
-        model = build_plan(plan, x, classifier)
+        model = build_plan(plan, x, classifier, self.extra_taps)
         init_cnn(model)
         return model
