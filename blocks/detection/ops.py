@@ -14,6 +14,7 @@ per-image results.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -111,8 +112,7 @@ def grid_anchors(cell: Tensor, feature: Tensor, image_hw: Sequence) -> Tensor:
 
 def level_mapper(strides: Sequence[int], canonical_scale: int = 224, canonical_level: int = 4) -> LevelMapper:
     """torchvision's FPN level heuristic for pooling maps of the given strides (4, 8, 16, 32)."""
-    k_min = int(torch.log2(torch.tensor(float(strides[0]))).round())
-    k_max = int(torch.log2(torch.tensor(float(strides[-1]))).round())
+    k_min, k_max = round(math.log2(strides[0])), round(math.log2(strides[-1]))
     return LevelMapper(k_min, k_max, canonical_scale, canonical_level)
 
 

@@ -146,28 +146,31 @@ class MobileNet(Block):
     num_classes: Optional[PosInt] = None  # None: no classification head, no `logits` port
     width_mult: PosFloat = 1.0
     dropout: Prob = 0.2
+    eps: Optional[Eps] = None    # BatchNorm eps; default as torchvision's classifiers (1e-5 v2, 1e-3 v3); its detectors use 1e-5
     extra_taps: list[int] = []   # more layers (of `features.N`) to expose, as `l{N}`: [13] for torchvision's detector FPN
 
     def _plan(self):
         w = self.width_mult
         if self.variant == "v2":
             cin = make_divisible(32 * w, 8)
-            plan = [ConvBNActBlock(out_channels=cin, stride=2, activation="relu6")]
+            v2 = {} if self.eps is None else {"eps": self.eps}
+            plan = [ConvBNActBlock(out_channels=cin, stride=2, activation="relu6", **v2)]
             for t, c, n, s in _V2:
                 cout = make_divisible(c * w, 8)
                 for i in range(n):
                     plan.append(InvertedResidual(out_channels=cout, stride=s if i == 0 else 1,
-                                                 expanded_channels=int(round(cin * t)), style="v2"))
+                                                 expanded_channels=int(round(cin * t)), style="v2", eps=self.eps))
                     cin = cout
             last = make_divisible(1280 * max(1.0, w), 8)
-            plan.append(ConvBNActBlock(out_channels=last, kernel=1, activation="relu6"))
+            plan.append(ConvBNActBlock(out_channels=last, kernel=1, activation="relu6", **v2))
             return plan, None
         rows, last_channel = _V3[self.variant]
-        bn = dict(eps=1e-3, momentum=0.01)
+        bn = dict(eps=1e-3 if self.eps is None else self.eps, momentum=0.01)
         plan = [ConvBNActBlock(out_channels=make_divisible(rows[0][0] * w), stride=2, activation="hardswish", **bn)]
         for _, k, e, c, se, act, s in rows:
             plan.append(InvertedResidual(out_channels=make_divisible(c * w), kernel=k, stride=s,
-                                         expanded_channels=make_divisible(e * w), se=se, activation=act, style="v3"))
+                                         expanded_channels=make_divisible(e * w), se=se, activation=act, style="v3",
+                                         eps=self.eps))
         plan.append(ConvBNActBlock(out_channels=6 * make_divisible(rows[-1][3] * w), kernel=1,
                                    activation="hardswish", **bn))
         return plan, make_divisible(last_channel * w)
