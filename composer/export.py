@@ -497,6 +497,10 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
     trace_env = {n: p.trace for n, p in plans.items()}
     input_names = list(model.input_names or specs)
     output_names = list(model.output_names or pipe.resolved.outputs)
+    clash = [n for n in output_names if n in input_names]
+    if clash:
+        raise ExportError(f"pipeline `{name}`: output `{clash[0]}` has the name of an input; ONNX names every "
+                          "value once, so rename the output (or the input) in the spec")
 
     was_training = model.training
     model.eval()
