@@ -60,3 +60,21 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_files(folder: str | Path, files: dict[str, bytes]) -> list[Path]:
+    """Write several files into `folder` (created if needed) as one step: every temporary file
+    is written first, and only when all of them are complete are they moved into place, so a
+    failure part-way leaves none of the new files and every earlier one intact."""
+    from contextlib import ExitStack
+
+    folder = ensure_dir(folder)
+    paths = [folder / name for name in files]
+    with ExitStack() as stack:
+        for path, data in zip(paths, files.values()):
+            tmp = stack.enter_context(atomic_path(path))
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    return paths

@@ -129,6 +129,31 @@ def load_text(text: str, file: str = "<string>", *, max_bytes: int = MAX_BYTES,
     return doc
 
 
+def load_value(text: str, file: str, *, col: int = 1, max_bytes: int = 64 * 1024) -> Doc:
+    """Load one YAML value written outside a file (the VALUE of `--set BLOCK.PARAM=VALUE`):
+    a scalar, `[1, 2]` or `{a: 1}`, read by the same safe rules as a spec (`0.3` a float,
+    `true` a boolean, tags rejected). Positions are as if the text began at column `col` of
+    line 1 of `file`; empty text is null."""
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise _err(E.FILE_TOO_LARGE, "value is too large", Location(file, 1, col),
+                   expected=f"at most {max_bytes} bytes", found=f"{len(text)} characters")
+    doc = Doc(None, file)
+    try:  # leading spaces put every mark at its column in `file`
+        data = _build(" " * (col - 1) + text, doc, MAX_DEPTH, MAX_ALIAS_NODES)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = _loc(file, mark) if mark else Location(file, 1, col)
+        lines = text.split("\n")
+        if loc.line > len(lines):  # the end of the text, not a line after it
+            loc = Location(file, len(lines), len(lines[-1]) + (col if len(lines) == 1 else 1))
+        raise _err(E.YAML_SYNTAX, f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}", loc)
+    except yaml.YAMLError as exc:
+        raise _err(E.YAML_SYNTAX, f"YAML syntax error: {exc}", Location(file, 1, col))
+    doc.data = None if data is _EMPTY else data
+    doc.locs.setdefault((), Location(file, 1, col))
+    return doc
+
+
 _EMPTY = object()
 
 
@@ -180,6 +205,8 @@ def _build(text: str, doc: Doc, max_depth: int, max_alias_nodes: int) -> Any:
         if not stack:
             result = value
             doc.locs[()] = loc
+            if raw is not None:
+                doc.raws[()] = raw
             return
         top = stack[-1]
         top.size += size
@@ -225,7 +252,11 @@ def _build(text: str, doc: Doc, max_depth: int, max_alias_nodes: int) -> Any:
             if ev.tag is not None:
                 raise _err(E.TAG_REJECTED, f"YAML tag `{_short_tag(ev.tag)}` is not allowed", loc,
                            hint="specs are plain data; remove the tag")
-            value = _scalar(ev)
+            try:
+                value = _scalar(ev)
+            except ValueError:  # an integer longer than Python converts (4300 digits)
+                raise _err(E.YAML_SYNTAX, "number is too long to read", loc, expected="at most 4300 digits",
+                           found=f"{len(ev.value)} characters") from None
             if isinstance(value, (datetime.date, datetime.datetime)):
                 value = ev.value
             if ev.anchor:

@@ -48,6 +48,8 @@ def to_data(r: Resolved) -> dict[str, Any]:
     out["outputs"] = {n: _ref(ref) for n, ref in r.outputs.items()}
     if r.max_param_bytes != 16 * 1024**3:
         out["limits"] = {"max_param_bytes": r.max_param_bytes}
+    if r.labels is not None:  # a built-in list by its name; a file's or the spec's names written out
+        out["labels"] = r.labels.builtin or list(r.labels.names)
     return out
 
 

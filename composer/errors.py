@@ -45,6 +45,7 @@ SELF_INCLUDE = "E401"
 SUBPIPELINE_MISSING = "E402"
 BAD_OVERRIDE = "E403"
 BAD_REPEAT = "E404"
+BAD_SET = "E405"
 
 Severity = Literal["error", "warning"]
 

@@ -18,6 +18,7 @@ import torch
 
 from . import errors as E
 from .errors import Diagnostic, Diagnostics, did_you_mean
+from .labels import class_count_diagnostics
 from .registry import load_blocks
 from .resolve import Node, Resolved
 from .spec import Ref
@@ -182,9 +183,11 @@ def analyze(resolved: Resolved, *, max_param_bytes: Optional[int] = None) -> Gra
         types[name] = out if isinstance(out, dict) else {"out": out}
         params[name] = count_params(node, ins)
 
+    output_types = {}
     for oname, ref in resolved.outputs.items():
         if ref.node in types:
-            _lookup_type(ref, types, nodes, diags)
+            output_types[oname] = _lookup_type(ref, types, nodes, diags)
+    diags.extend(class_count_diagnostics(resolved.labels, output_types))
 
     limit = max_param_bytes or resolved.max_param_bytes
     total = sum(params.values())

@@ -233,29 +233,154 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Path]:
     return out
 
 
-def load_image(path: Path, spec: InputSpec) -> np.ndarray:
-    """Decode an image file into a (1, C, H, W) array as the input's `preprocess` says."""
+IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP, TIFF, PPM/PGM"
+MAX_IMAGE_PIXELS = 64_000_000     # 64 megapixels: larger files are refused before decoding (decompression bombs)
+MIN_IMAGE_SIDE = 2
+# modes that are colour images: converted to RGB as they are (JPEG's CMYK and YCbCr, palettes of colours)
+_COLOUR_MODES = {"RGB", "RGBX", "CMYK", "YCbCr", "P"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_MAGIC = [(b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+          (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive (an .npz?)"), (b"\x93NUMPY", "a .npy array"),
+          (b"\x1f\x8b", "a gzip archive")]
+
+
+def _looks_like(path: Path) -> str:
+    """What a file that is not a readable image seems to be, from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return "an unreadable file"
+    if not head:
+        return "an empty file"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if len(head) > 8 and head[8:10] == b'{"':
+        return "a .safetensors file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text.rstrip("\x00")):
+        low = text.lstrip().lower()
+        if low.startswith(("<!doctype html", "<html")):
+            return "an HTML page"
+        if "<svg" in low:
+            return "an SVG drawing (vector images are not read; convert it to PNG)"
+        return "text"
+    return "binary data of an unknown format (first bytes " + head[:8].hex(" ") + ")"
+
+
+def _mode_problem(im, path: Path, want_gray: bool) -> Optional[str]:
+    """Why an image of this mode cannot be fed as the input's channels, or None."""
+    mode = im.mode
+    transparent = mode in _ALPHA_MODES or (mode == "P" and ("transparency" in im.info
+                                                             or getattr(im.palette, "mode", "RGB") == "RGBA"))
+    gray = mode in ("1", "L", "F") or mode.startswith("I") or (mode == "P" and _gray_palette(im))
+    what = f"{path} is a {mode} image"
+    if transparent:
+        kind = "has an alpha channel" if mode != "P" else "has a transparent colour"
+        return (f"{what} that {kind}, and the input takes {'grayscale' if want_gray else 'RGB'} without "
+                f"transparency; flatten it first, e.g. `Image.open(f).convert('{'L' if want_gray else 'RGB'}')"
+                f".save('flat.png')` with PIL (transparent pixels keep their stored colour)")
+    if want_gray:
+        if mode in ("1", "L") or (mode == "P" and _gray_palette(im)):
+            return None
+        if gray:
+            return (f"{what} (more than 8 bits per pixel), and the input takes 8-bit grayscale; scale it to 8 bits "
+                    "first, or give the values as a float .npy")
+        return (f"{what} (colour), and the input takes 1-channel grayscale (`channels: gray`); convert it first, "
+                "e.g. `Image.open(f).convert('L').save('gray.png')` with PIL")
+    if gray:
+        return (f"{what} (grayscale), and the input takes 3-channel RGB; convert it first, e.g. "
+                "`Image.open(f).convert('RGB').save('rgb.png')` with PIL (the gray value in all three channels), "
+                "or declare the input with `preprocess: {channels: gray}` and 1 channel")
+    if mode not in _COLOUR_MODES:
+        return f"{what}, which composer does not read; save it as an RGB PNG or JPEG"
+    return None
+
+
+def _gray_palette(im) -> bool:
+    pal = im.getpalette() or []
+    return all(pal[i] == pal[i + 1] == pal[i + 2] for i in range(0, len(pal) - 2, 3))
+
+
+def _open_image(path: Path, spec: InputSpec, want_gray: bool):
+    """The decoded first frame, after checking size and mode from the header (nothing is
+    decoded for a file that fails them)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+
+    def fail(why: str) -> InputError:
+        return InputError(f"input `{spec.name}`: {why}")
+
+    try:
+        with warnings.catch_warnings():  # our limit (below PIL's) is checked next, with our message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        import re
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "over PIL's own limit"
+        raise fail(f"image {path} is {size}, more than the limit of {MAX_IMAGE_PIXELS / 1e6:g} megapixels "
+                   "(a guard against decompression bombs); scale it down first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise fail(_undecodable(path, None if isinstance(exc, UnidentifiedImageError) else exc)) from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise fail(f"image {path} is {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the limit of "
+                       f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels (a guard against decompression bombs); scale it "
+                       "down first")
+        if w < MIN_IMAGE_SIDE or h < MIN_IMAGE_SIDE:
+            raise fail(f"image {path} is {w}x{h}; an image must be at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels")
+        problem = _mode_problem(im, path, want_gray)
+        if problem is not None:
+            raise fail(problem)
+        try:
+            im.load()
+            return im.convert("L" if want_gray else "RGB")
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise fail(_undecodable(path, exc)) from None
+
+
+def _undecodable(path: Path, exc: Optional[BaseException]) -> str:
+    what = _looks_like(path)
+    why = f" ({_short(exc)})" if exc is not None else ""
+    if what.endswith(" image"):
+        return f"cannot decode image {path}: it looks like {what}, but damaged or truncated{why}"
+    return f"cannot decode image {path}: it is not an image, it looks like {what} (composer reads {IMAGE_FORMATS})"
+
+
+def load_image(path: Path, spec: InputSpec) -> np.ndarray:
+    """Decode an image file into a (1, C, H, W) array as the input's `preprocess` says.
+
+    Nothing is converted behind the user's back: a grayscale image for an RGB input (or a
+    colour one for a `channels: gray` input), an image with transparency, one smaller than
+    2x2 or larger than `MAX_IMAGE_PIXELS`, and a file that is no image are each an InputError
+    naming the file."""
+    from PIL import Image
 
     from .spec import Preprocess
 
     pre = spec.preprocess or Preprocess()
-    try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.convert("L" if pre.channels == "gray" else "RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"input `{spec.name}`: cannot decode image {path}: {exc}") from None
+    img = _open_image(path, spec, pre.channels == "gray")
+    size = "{}x{}".format(*img.size)
     if pre.resize:  # shorter side to `resize`, keeping the aspect ratio
         w, h = img.size
         s = pre.resize / min(w, h)
         img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
+        size += " ({}x{} after `resize: {}`)".format(*img.size, pre.resize)
     if pre.crop:
         w, h = img.size
         c = pre.crop
         if c > w or c > h:
-            raise InputError(f"input `{spec.name}`: image {path} is {w}x{h}, smaller than the crop {c}x{c}",
-                             )
+            raise InputError(f"input `{spec.name}`: image {path} is {size}, smaller than the crop {c}x{c}")
         left, top = (w - c) // 2, (h - c) // 2
         img = img.crop((left, top, left + c, top + c))
     arr = np.asarray(img)

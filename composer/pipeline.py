@@ -14,6 +14,7 @@ from ._yaml import Doc, load_file, load_text
 from .compile import CompiledPipeline, compile_graph
 from .errors import Diagnostic, SpecError
 from .graph import Graph, analyze
+from .overrides import Override, Overrides, apply_overrides, parse_overrides
 from .resolve import Resolved, resolve
 from .spec import ParsedSpec, parse
 
@@ -62,20 +63,37 @@ class Pipeline:
         return model
 
 
-def analyze_doc(doc: Doc, *, max_param_bytes: Optional[int] = None) -> Graph:
-    """Parse, resolve and type a loaded document; never raises for spec errors."""
+def analyze_doc(doc: Doc, *, max_param_bytes: Optional[int] = None, overrides: Overrides = None) -> Graph:
+    """Parse, resolve and type a loaded document; never raises for spec errors.
+
+    `overrides` change params from outside the spec: a mapping `{"roi.score_thresh": 0.3}`
+    (values as given) or `BLOCK.PARAM=VALUE` texts as `--set` takes them (values read as
+    YAML); they are checked like the spec, and their errors are located at the override."""
     with _gc_paused():
-        parsed: ParsedSpec = parse(doc)
-        return analyze(resolve(parsed), max_param_bytes=max_param_bytes)
+        found, problems = parse_overrides(overrides)
+        return _analyze(doc, found, problems, max_param_bytes)
 
 
-def analyze_file(path: str | Path, *, max_param_bytes: Optional[int] = None) -> Graph:
+def _analyze(doc: Doc, found: list[Override], problems: list[Diagnostic], max_param_bytes: Optional[int]) -> Graph:
+    if found:
+        doc, more = apply_overrides(doc, found)
+        problems = problems + more
+    parsed: ParsedSpec = parse(doc)
+    parsed.diagnostics[:0] = problems
+    return analyze(resolve(parsed), max_param_bytes=max_param_bytes)
+
+
+def analyze_file(path: str | Path, *, max_param_bytes: Optional[int] = None, overrides: Overrides = None) -> Graph:
     """Like `load`, but returns the graph with its diagnostics instead of raising for them
     (so an invalid spec can still be drawn). Raises SpecError only when the file cannot be
-    read as YAML at all."""
+    read as YAML at all (with any problems of the overrides' own form beside it)."""
     with _gc_paused():
-        doc = load_file(path)
-    return analyze_doc(doc, max_param_bytes=max_param_bytes)
+        found, problems = parse_overrides(overrides)
+        try:
+            doc = load_file(path)
+        except SpecError as exc:
+            raise SpecError(problems + exc.diagnostics) from None
+        return _analyze(doc, found, problems, max_param_bytes)
 
 
 def _checked(graph: Graph) -> Pipeline:
@@ -84,11 +102,20 @@ def _checked(graph: Graph) -> Pipeline:
     return Pipeline(graph, graph.warnings)
 
 
-def load(path: str | Path, *, max_param_bytes: Optional[int] = None) -> Pipeline:
-    """Load, validate, resolve and type-check a spec file; raises SpecError with every error."""
-    return _checked(analyze_file(path, max_param_bytes=max_param_bytes))
+def load(path: str | Path, *, max_param_bytes: Optional[int] = None, overrides: Overrides = None) -> Pipeline:
+    """Load, validate, resolve and type-check a spec file; raises SpecError with every error.
+
+    `overrides={"roi.score_thresh": 0.3}` changes params as `--set roi.score_thresh=0.3` does."""
+    return _checked(analyze_file(path, max_param_bytes=max_param_bytes, overrides=overrides))
 
 
-def loads(text: str, file: str = "<string>", *, max_param_bytes: Optional[int] = None) -> Pipeline:
+def loads(text: str, file: str = "<string>", *, max_param_bytes: Optional[int] = None,
+          overrides: Overrides = None) -> Pipeline:
     """Like `load`, from YAML text (sub-pipeline paths resolve from the current folder)."""
-    return _checked(analyze_doc(load_text(text, file), max_param_bytes=max_param_bytes))
+    found, problems = parse_overrides(overrides)
+    try:
+        doc = load_text(text, file)
+    except SpecError as exc:
+        raise SpecError(problems + exc.diagnostics) from None
+    with _gc_paused():
+        return _checked(_analyze(doc, found, problems, max_param_bytes))

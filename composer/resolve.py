@@ -20,6 +20,8 @@ from .dims import DimSyntaxError, parse_dim
 from pydantic import ValidationError
 
 from .errors import Diagnostic, Diagnostics, Location, SpecError, did_you_mean
+from .labels import Labels, check_labels
+from .overrides import Pending, apply_pending
 from .registry import load_blocks
 from .spec import IDENT_RE, BlockDecl, DimDecl, InputDecl, ParsedSpec, PipelineSpec, Ref, dotted, parse
 from .types import PortType
@@ -102,6 +104,7 @@ class Resolved:
     max_param_bytes: int = 16 * 1024**3
     diagnostics: list[Diagnostic] = field(default_factory=list)
     spec: Optional[PipelineSpec] = None
+    labels: Optional[Labels] = None                        # class names (the top-level spec's `labels:`)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -133,12 +136,15 @@ class _Resolver:
         self.groups: dict[str, int] = {}
         self.too_big = False
         self.registry = load_blocks()
+        self.reported: dict[int, ParsedSpec] = {}
 
     # -- one spec (top level or included) ------------------------------------------------
     def spec(self, parsed: ParsedSpec, prefix: str, scope: tuple[str, ...], stack: tuple[str, ...],
              input_refs: dict[str, Ref]) -> dict[str, Ref]:
         """Inline `parsed` under `prefix`; returns its outputs as resolved references."""
-        self.diags.extend(parsed.diagnostics)
+        if id(parsed) not in self.reported:  # a repeated sub-pipeline's own errors: once, not once per copy
+            self.reported[id(parsed)] = parsed  # (held, so that no other spec gets its id)
+            self.diags.extend(parsed.diagnostics)
         doc = parsed.doc
         # what each local name stands for once resolved: name -> (port -> Ref)
         exports: dict[str, dict[Optional[str], Ref]] = {}
@@ -429,7 +435,10 @@ class _Resolver:
 
     def _apply_overrides(self, decl: BlockDecl, doc: Doc, sub_doc: Doc) -> None:
         blocks = sub_doc.data.get("blocks") if isinstance(sub_doc.data, dict) else None
+        pending = [v for v in decl.overrides.values() if isinstance(v, Pending)]  # from `--set`: applied last
         for key, value in decl.overrides.items():
+            if isinstance(value, Pending):
+                continue
             opath = decl.path + ("overrides", key)
             loc = doc.loc(opath)
             bname, _, param = str(key).rpartition(".")
@@ -451,6 +460,7 @@ class _Resolver:
             sub_doc.key_locs[("blocks", bname, param)] = doc.key_loc(opath)
             if doc.raw(opath) is not None:
                 sub_doc.raws[("blocks", bname, param)] = doc.raw(opath)
+        apply_pending(sub_doc, pending, self.diags.items)
 
 
 def resolve(parsed: ParsedSpec) -> Resolved:
@@ -490,6 +500,9 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         if not Path(weights).is_file():
             r.diags.add(E.FILE_UNREADABLE, f"weights file `{spec.weights}` not found", loc=doc.loc(("weights",)),
                         path="weights", found=weights, hint="the path is relative to this spec")
+    # class names come from the top-level spec only: a sub-pipeline's own `labels:` is not used
+    raw_labels = doc.data.get("labels") if isinstance(doc.data, dict) else None
+    labels = check_labels(raw_labels, doc, r.diags) if raw_labels is not None else None
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,
         description=spec.description if spec else "",
@@ -497,4 +510,4 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         weights=weights,
         file=doc.file, dims=dims, inputs=inputs, nodes=r.nodes, outputs=outputs, scopes=r.scopes,
         groups=r.groups, max_param_bytes=spec.limits.max_param_bytes if spec else 16 * 1024**3,
-        diagnostics=r.diags.items, spec=spec)
+        diagnostics=r.diags.items, spec=spec, labels=labels)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import errors as E
 from ._yaml import Doc
@@ -41,15 +41,34 @@ class DimDecl(_Model):
     description: str = ""
 
 
+_FRACTION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
+
+
+def _number_or_fraction(schema: dict) -> None:
+    """JSON Schema of `scale`: a positive number, or a fraction written as text (`1/255`)."""
+    schema.pop("type", None)
+    schema.pop("exclusiveMinimum", None)
+    schema["anyOf"] = [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": _FRACTION.pattern}]
+
+
 class Preprocess(_Model):
     """How an image file becomes this input: resize (shorter side), center crop, scale, normalise."""
 
     resize: Optional[PosInt] = None
     crop: Optional[PosInt] = None
-    scale: PosFloat = 1.0 / 255.0
+    scale: PosFloat = Field(default=1.0 / 255.0, json_schema_extra=_number_or_fraction)
     mean: Optional[list[float]] = None
     std: Optional[list[PosFloat]] = None
     channels: Literal["rgb", "bgr", "gray"] = "rgb"
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _fraction(cls, value: Any) -> Any:
+        """`scale: 1/255` reads as the fraction it spells (YAML gives the string "1/255")."""
+        m = _FRACTION.match(value) if isinstance(value, str) else None
+        if m and float(m.group(2)) != 0:
+            return float(m.group(1)) / float(m.group(2))
+        return value
 
 
 class InputDecl(_Model):
@@ -78,6 +97,11 @@ class PipelineSpec(_Model):
     blocks: dict[str, dict[str, Any]] = Field(min_length=1)
     outputs: dict[str, str] = Field(min_length=1)
     limits: Limits = Limits()
+    # validated by composer.labels (a built-in name, a list or a file next to the spec)
+    labels: Any = Field(default=None, json_schema_extra={
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
+        "description": "class names, index = class id: `imagenet`, `coco`, a list of names, or a text file "
+                       "(one name per line) next to the spec"})
 
 
 @dataclass
@@ -162,9 +186,16 @@ def _hint(err: dict, raw: Optional[str], value: Any) -> Optional[str]:
     if typ in ("int_type", "float_type") and isinstance(value, str):
         try:
             float(value)
-            return f"write {value} without quotes"
         except ValueError:
             return None
+        mantissa, e, exponent = value.partition("e") if "e" in value else value.partition("E")
+        if e and ("." not in mantissa or exponent[:1] not in ("+", "-")):  # YAML 1.1 reads `1e-3` as text
+            dotted_form = (mantissa + ("" if "." in mantissa else ".0") + e
+                           + ("" if exponent[:1] in ("+", "-") else "+") + exponent)
+            if raw is not None:
+                return f"YAML 1.1 reads `{raw}` as text, not a number; write {dotted_form}"
+            return f"write {dotted_form} without quotes (YAML 1.1 reads an exponent only after a dot, with a sign)"
+        return f"write {value} without quotes"
     if typ == "int_type" and isinstance(value, bool):
         return "a boolean is not a number here"
     return None

@@ -42,6 +42,13 @@ def handled() -> Iterator[None]:
         raise typer.Exit(130)
 
 
+def set_option():
+    """The `--set BLOCK.PARAM=VALUE` option every command that reads a spec takes."""
+    return typer.Option([], "--set", metavar="BLOCK.PARAM=VALUE",
+                        help="Override a param of the spec, checked like the spec (repeatable); VALUE is YAML: "
+                             "`--set head.out_features=100`, `--set backbone/conv1.kernel=[3, 3]`.")
+
+
 def fail(message: str, code: int = 1) -> None:
     err.print(f"error: {message}", style="red", markup=False)
     raise typer.Exit(code)

@@ -13,7 +13,7 @@ from rich.table import Table
 from .. import build as build_lib
 from ..pipeline import load
 from ..summary import human, shapes_text
-from ._common import err, handled, out, print_diagnostics
+from ._common import err, handled, out, print_diagnostics, set_option
 
 
 def build(
@@ -24,10 +24,11 @@ def build(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to load: .safetensors, .pt or .pth."),
     save_weights: bool = typer.Option(False, "--save-weights", help="Write the weights as <pipeline>.safetensors."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export <pipeline>.onnx, verified against torch."),
+    overrides: list[str] = set_option(),
 ) -> None:
     """Validate, compile, summarise, draw and export a pipeline; writes its artifacts atomically."""
     with handled():
-        pipe = load(spec, max_param_bytes=max_param_memory)
+        pipe = load(spec, max_param_bytes=max_param_memory, overrides=overrides)
         print_diagnostics(pipe.warnings)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
             task = bar.add_task(f"building {pipe.name}")

@@ -14,7 +14,7 @@ from rich.table import Table
 from .. import _io
 from ..export import export as export_lib
 from ..pipeline import load
-from ._common import err, handled, out, print_diagnostics
+from ._common import err, handled, out, print_diagnostics, set_option
 
 
 def export(
@@ -27,10 +27,11 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Weight init seed (default: the spec's `seed`)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the export report as JSON."),
+    overrides: list[str] = set_option(),
 ) -> None:
     """Export a pipeline to ONNX; the file is written only when it matches torch."""
     with handled():
-        pipe = load(spec)
+        pipe = load(spec, overrides=overrides)
         print_diagnostics(pipe.warnings)
         target = output or Path(f"{pipe.name}.onnx")
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:

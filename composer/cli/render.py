@@ -18,7 +18,7 @@ from .. import _io
 from ..graph import Graph
 from ..pipeline import analyze_file
 from ..render import EXTENSIONS, GraphvizNotFound, format_for, render as render_graph
-from ._common import err, handled, out, print_diagnostics
+from ._common import err, handled, out, print_diagnostics, set_option
 
 
 class Format(str, Enum):
@@ -55,10 +55,11 @@ def render(
     rankdir: RankDir = typer.Option(RankDir.TB, "--rankdir", help="TB: top to bottom; LR: left to right."),
     depth: Optional[int] = typer.Option(None, "--depth", min=0,
                                         help="Collapse sub-pipelines nested deeper than this (0: all collapsed)."),
+    overrides: list[str] = set_option(),
 ) -> None:
     """Draw a pipeline from its spec and inferred types; an invalid spec is drawn with its errors in red."""
     with handled():
-        graph = analyze_file(spec)
+        graph = analyze_file(spec, overrides=overrides)
         f = fmt.value if fmt is not None else (format_for(output) if output is not None and str(output) != "-" else "svg")
         data = render_graph(graph, f, rankdir=rankdir.value, depth=depth)
         if output is not None and str(output) == "-":

@@ -10,16 +10,17 @@ import typer
 from .. import _io
 from ..emit import to_yaml
 from ..pipeline import load
-from ._common import handled, out
+from ._common import handled, out, set_option
 
 
 def resolve(
     spec: Path = typer.Argument(..., help="The spec to resolve."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to a file instead of stdout."),
+    overrides: list[str] = set_option(),
 ) -> None:
     """Inline sub-pipelines, expand repeats and fill defaults; the result builds the same model."""
     with handled():
-        text = to_yaml(load(spec).resolved)
+        text = to_yaml(load(spec, overrides=overrides).resolved)
         if output is None:
             out.print(text, markup=False, end="")
         else:

@@ -6,19 +6,34 @@ the only one for an .onnx file, and for a spec it exports, verified, to a tempor
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import typer
 
-from .. import _io
+from .. import _io, detections
 from ..errors import ComposerError
 from ..inputs import check_inputs, default_sizes, example_size, parse_assignments, random_inputs, read_inputs, symbols_of
-from ._common import err, handled, out, print_diagnostics
+from ..labels import top_k_text
+from ._common import err, handled, out, print_diagnostics, set_option
 
 LOGIT_KINDS = ("logits", "probs")
+
+
+class _Ran(NamedTuple):
+    """What a run gives back: outputs by name, their kinds, a line saying where it ran, and what
+    presenting them needs (class names, the input arrays and specs)."""
+
+    outputs: dict
+    kinds: dict
+    where: str
+    name: str
+    labels: Optional[tuple]
+    arrays: dict
+    specs: dict
 
 
 def run(
@@ -31,13 +46,18 @@ def run(
     seed: Optional[int] = typer.Option(None, "--seed", help="Weight init seed (default: the spec's `seed`)."),
     random: bool = typer.Option(False, "--random", help="Seeded random tensors for inputs not given."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the outputs to .npz or .safetensors."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Folder for detection results: "
+                                          "detections.json and each image with its boxes drawn."),
     top_k: int = typer.Option(5, "--top-k", help="Classes shown per row of logits/probs outputs."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+    overrides: list[str] = set_option(),
 ) -> None:
     """Run a pipeline (torch or onnxruntime) on input files; print outputs, optionally save them."""
     with handled():
         if save is not None and save.suffix.lower() not in (".npz", ".safetensors"):
             raise ComposerError(f"--save {save}: use a .npz or .safetensors file")
+        if output is not None and output.exists() and not output.is_dir():
+            raise ComposerError(f"-o {output}: it is a file; -o names a folder for the results")
         files = parse_assignments(inputs)
         is_onnx = target.suffix.lower() == ".onnx"
         backend = backend or ("onnx" if is_onnx else "torch")
@@ -47,19 +67,47 @@ def run(
             raise ComposerError(f"{target} is an ONNX model: it runs with --backend onnx only")
         if is_onnx and weights is not None:
             raise ComposerError("--weights applies to a spec; an .onnx file carries its own weights")
+        if is_onnx and overrides:
+            raise ComposerError("--set applies to a spec; an .onnx file is fixed (export it again with --set)")
         if is_onnx:
-            outputs, kinds, where = _run_onnx_file(target, files, device, random, threads)
+            ran = _run_onnx_file(target, files, device, random, threads)
         else:
-            outputs, kinds, where = _run_spec(target, files, backend, device, weights, seed, random, threads)
-        err.print(where, markup=False)
+            ran = _run_spec(target, files, backend, device, weights, seed, random, threads, overrides)
+        outputs, kinds = ran.outputs, ran.kinds
+        roles = detections.find_outputs(kinds)
+        if output is not None and roles is None:
+            raise ComposerError(f"-o writes detection results, and `{ran.name}` has no detection outputs (kinds "
+                                "boxes, scores, labels, count); use --save FILE.npz to keep its outputs")
+        dets = detections.split(outputs, roles) if roles is not None else None
+        results = _detection_files(ran, dets, files) if output is not None else {}
+        err.print(ran.where, markup=False)
         for name, value in outputs.items():
-            _print_output(name, value, kinds.get(name, ""), top_k)
+            _print_output(name, value, kinds.get(name, ""), top_k, ran.labels)
+        if dets is not None:
+            out.print(f"detections ({', '.join(roles[r] for r in detections.ROLE_KINDS if r in roles)})",
+                      markup=False)
+            for line in detections.format_lines(dets, ran.labels):
+                out.print(line, markup=False)
         if save is not None:
             try:
                 _save(outputs, save)
             except OSError as exc:
                 raise ComposerError(f"cannot write {save}: {exc.strerror or exc}") from None
             out.print(f"saved {len(outputs)} outputs to {save}", markup=False)
+        if results:
+            try:
+                _io.write_files(output, results)
+            except OSError as exc:
+                raise ComposerError(f"cannot write the results to {output}: {exc.strerror or exc}") from None
+            out.print(f"wrote {', '.join(results)} to {output}", markup=False)
+
+
+def _detection_files(ran: _Ran, dets, files) -> dict[str, bytes]:
+    """detections.json and the drawings, in memory (written once the whole run has succeeded)."""
+    image = next((n for n, s in ran.specs.items() if s.kind == "image"), None)
+    source = str(files[image]) if image is not None and image in files else None
+    return detections.render_files(dets, ran.labels, ran.name, image, ran.arrays.get(image) if image else None,
+                                   ran.specs.get(image) if image else None, source)
 
 
 def _fill(files, specs, random: bool, dims=None):
@@ -100,24 +148,55 @@ def _run_onnx_file(path: Path, files, device: str, random: bool, threads):
     arrays = _fill(files, specs, random)
     outputs = sess.run(arrays)
     meta = {p.key: p.value for p in model.metadata_props}
-    kinds = {n: _kind_by_name(n) for n in outputs}
-    return outputs, kinds, f"{meta.get('composer.pipeline', path.name)}: {sess.describe()}"
+    kinds = _with_kinds({n: _kind_by_name(n) for n in outputs}, _meta_json(meta, "composer.outputs", dict, path))
+    labels = _meta_json(meta, "composer.labels", list, path)
+    if labels is not None and not all(isinstance(x, str) for x in labels):
+        labels = None
+    name = meta.get("composer.pipeline", path.stem)
+    return _Ran(outputs, kinds, f"{name}: {sess.describe()}", name, tuple(labels) if labels else None, arrays, specs)
 
 
-def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, random: bool, threads):
+def _meta_json(meta: dict, key: str, want: type, path: Path):
+    """A JSON value of composer's ONNX metadata; a malformed one is skipped with a warning."""
+    if key not in meta:
+        return None
+    try:
+        value = json.loads(meta[key])
+    except ValueError:
+        value = None
+    if not isinstance(value, want):
+        err.print(f"warning: {path}: metadata `{key}` is not a JSON {want.__name__}; ignored", style="yellow",
+                  markup=False)
+        return None
+    return value
+
+
+def _with_kinds(kinds: dict, inferred: Optional[dict]) -> dict:
+    """Name-based kinds, replaced by the inferred kind of an output where it says more (a
+    `vector` named `logits` keeps reading as logits)."""
+    for n, k in (inferred or {}).items():
+        if n in kinds and isinstance(k, str) and (k in LOGIT_KINDS or k not in ("tensor", "vector") or not kinds[n]):
+            kinds[n] = k
+    return kinds
+
+
+def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, random: bool, threads, overrides=()):
     import torch
 
     from ..inputs import specs_from_pipeline
     from ..pipeline import load
 
-    pipe = load(spec)
+    pipe = load(spec, overrides=list(overrides))
     print_diagnostics(pipe.warnings)
     g = pipe.graph
-    kinds = {n: _kind_by_name(n) for n in g.resolved.outputs}
+    inferred = {}
     for n, ref in g.resolved.outputs.items():
         t = g.output_type(ref)
-        if t is not None and t.kind in LOGIT_KINDS:
-            kinds[n] = t.kind
+        if t is not None:
+            inferred[n] = t.kind
+            inferred.update({f"{n}.{f}": ft.kind for f, ft in t.fields})   # a structured output, flattened
+    kinds = _with_kinds({n: _kind_by_name(n) for n in inferred}, inferred)
+    labels = pipe.resolved.labels.names if pipe.resolved.labels is not None else None
     specs = specs_from_pipeline(pipe)
     arrays = _fill(files, specs, random, pipe.resolved.dims)
     if backend == "onnx":
@@ -128,7 +207,7 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
             export(pipe, path, weights=weights, seed=seed)
             sess = Session(path, device=device, threads=threads)
             outputs = sess.run(arrays)
-            return outputs, kinds, f"{pipe.name}: {sess.describe()}"
+            return _Ran(outputs, kinds, f"{pipe.name}: {sess.describe()}", pipe.name, labels, arrays, specs)
     if device == "tensorrt":
         raise ComposerError("device 'tensorrt' needs --backend onnx")
     if device not in ("auto", "cpu", "cuda"):
@@ -148,7 +227,7 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
     outputs = {}
     for n in model.output_names:
         _flatten(n, result[n], outputs)
-    return outputs, kinds, f"{pipe.name}: torch on {dev}"
+    return _Ran(outputs, kinds, f"{pipe.name}: torch on {dev}", pipe.name, labels, arrays, specs)
 
 
 def _flatten(name: str, v, outputs: dict) -> None:
@@ -172,7 +251,7 @@ def _kind_by_name(name: str) -> str:
     return "logits" if "logit" in low else "probs" if "prob" in low else ""
 
 
-def _print_output(name: str, value: np.ndarray, kind: str, top_k: int) -> None:
+def _print_output(name: str, value: np.ndarray, kind: str, top_k: int, names=None) -> None:
     shape = "[" + ", ".join(str(s) for s in value.shape) + "]"
     line = f"{name}  {shape} {value.dtype}"
     if value.size and np.issubdtype(value.dtype, np.number):
@@ -188,9 +267,8 @@ def _print_output(name: str, value: np.ndarray, kind: str, top_k: int) -> None:
             probs = scores
         k = min(top_k, value.shape[1])
         for row in range(value.shape[0]):
-            idx = np.argsort(-scores[row], kind="stable")[:k]
-            items = ", ".join(f"{i}: {probs[row, i]:.3f}" for i in idx)
-            out.print(f"  [{row}] top-{k} class: prob  {items}", markup=False)
+            items = top_k_text(scores[row], probs[row], k, names)
+            out.print(f"  [{row}] top-{k} " + ("class: prob  " if names is None else " ") + items, markup=False)
 
 
 def _save(outputs: dict, path: Path) -> None:

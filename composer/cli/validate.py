@@ -11,7 +11,7 @@ import typer
 from ..errors import SpecError
 from ..pipeline import analyze_file
 from ..registry import plugin_errors
-from ._common import err, handled, out, print_diagnostics
+from ._common import err, handled, out, print_diagnostics, set_option
 
 
 def validate(
@@ -20,20 +20,22 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print diagnostics as JSON."),
     render: bool = typer.Option(False, "--render",
                                 help="On failure, draw the spec with its errors in red (build/<pipeline>/<pipeline>.svg)."),
+    overrides: list[str] = set_option(),
 ) -> None:
     """Check specs without building anything: syntax, params, references, types, memory."""
     with handled():
         for problem in plugin_errors():
             err.print(f"warning: {problem}", style="yellow", markup=False)
-        _validate(specs, max_param_memory, as_json, render)
+        _validate(specs, max_param_memory, as_json, render, overrides)
 
 
-def _validate(specs: List[Path], max_param_memory: Optional[int], as_json: bool, render: bool) -> None:
+def _validate(specs: List[Path], max_param_memory: Optional[int], as_json: bool, render: bool,
+              overrides: List[str]) -> None:
     failed = False
     report = {}
     for spec in specs:
         try:
-            graph = analyze_file(spec, max_param_bytes=max_param_memory)
+            graph = analyze_file(spec, max_param_bytes=max_param_memory, overrides=overrides)
             diags = graph.diagnostics
         except SpecError as exc:
             graph, diags = None, exc.diagnostics

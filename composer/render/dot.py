@@ -63,33 +63,62 @@ def quoted(text: str) -> str:
     return f'"{t}"'
 
 
+# A word: a run of non-spaces in which a backtick-quoted name (which may hold spaces, like
+# `in: <block>`) counts as one piece; a lone backtick with no partner is an ordinary character.
+_WORD = re.compile(r"(?:`[^`\n]*`|[^\s`]|`(?![^`\n]*`))+")
+_BREAK_AFTER = "/\\"
+
+
+def _split_long(word: str, width: int) -> list[str]:
+    """Pieces of an unquoted word longer than `width` (a file path): after a `/` where one is
+    near the end of a piece, else hard. A word holding a quoted name is never split."""
+    if "`" in word:
+        return [word]
+    pieces = []
+    while len(word) > width:
+        cut = max(word.rfind(c, 0, width) for c in _BREAK_AFTER) + 1
+        if cut < width // 2:
+            cut = width
+        pieces.append(word[:cut])
+        word = word[cut:]
+    return pieces + [word]
+
+
 def wrap(text: str, width: int = WRAP) -> list[str]:
-    """Split long text at spaces (or hard, for unbroken runs) into lines of about `width`."""
+    """Split text into lines of about `width`, between words only.
+
+    Where a line breaks depends on the text alone, and a backtick-quoted name is never
+    split (a line holding a longer one runs over `width`); an unquoted run longer than
+    `width`, such as a long path, is split after a `/` (or hard)."""
     out: list[str] = []
     for para in clean(text).split("\n"):
         line = ""
-        for word in para.split(" "):
-            while len(word) > width:
-                if line:
+        for word in _WORD.findall(para):
+            for i, piece in enumerate(_split_long(word, width)):
+                if line and (i > 0 or len(line) + 1 + len(piece) > width):  # the rest of a split word: a new line
                     out.append(line)
-                    line = ""
-                out.append(word[:width])
-                word = word[width:]
-            if line and len(line) + 1 + len(word) > width:
-                out.append(line)
-                line = word
-            else:
-                line = f"{line} {word}" if line else word
+                    line = piece
+                else:
+                    line = f"{line} {piece}" if line else piece
         out.append(line)
     return out
 
 
+def clip(lines: list[str], width: int, max_lines: int) -> list[str]:
+    """At most `max_lines` lines; when some are dropped the last shown ends in `…`, cut
+    between words so no quoted name is left open."""
+    if len(lines) <= max_lines:
+        return lines
+    shown = lines[:max_lines]
+    words = _WORD.findall(shown[-1])
+    while words and len(" ".join(words)) + 2 > width:
+        words.pop()
+    shown[-1] = " ".join(words + ["…"])
+    return shown
+
+
 def _lines(text: str, width: int = WRAP, max_lines: int = 4, br: str = "<br/>") -> str:
-    ls = wrap(text, width)
-    if len(ls) > max_lines:
-        ls = ls[:max_lines]
-        ls[-1] = ls[-1][: width - 1] + "…"
-    return br.join(html_text(x) for x in ls)
+    return br.join(html_text(x) for x in clip(wrap(text, width), width, max_lines))
 
 
 def _attrs(**kw) -> str:
@@ -255,8 +284,11 @@ def graph_label(view: View) -> str:
     if view.n_errors:
         rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}"><b>{view.n_errors} error'
                     f'{"s" if view.n_errors != 1 else ""}: drawn in red</b></font></td></tr>')
-    for text in view.errors[:8]:
-        rows.append(f'<tr><td align="left" balign="left"><font color="{S.RED_TEXT}">{_lines(text, 90, 3, BR_LEFT)}</font></td></tr>')
+    for where, text in view.errors[:8]:
+        # the location on a line of its own, so the message wraps the same wherever the file lives
+        shown = (wrap(where + ":", 90) if where else []) + clip(wrap(text, 90), 90, 3)
+        rows.append(f'<tr><td align="left" balign="left"><font color="{S.RED_TEXT}">'
+                    f'{BR_LEFT.join(html_text(x) for x in shown)}</font></td></tr>')
     if len(view.errors) > 8:
         rows.append(f'<tr><td align="left"><font color="{S.RED_TEXT}">+{len(view.errors) - 8} more</font></td></tr>')
     if view.macs_at:

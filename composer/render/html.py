@@ -43,7 +43,7 @@ def page_data(view: View) -> dict:
         }
     edges = {e.id: {"src": view.nodes[e.src].id, "dst": view.nodes[e.dst].id, "ports": e.ports, "type": e.type,
                     "errors": e.errors, "tooltip": e.tooltip} for e in view.edges}
-    return {"name": view.name, "nodes": nodes, "edges": edges, "errors": view.errors, "macs_at": view.macs_at}
+    return {"name": view.name, "nodes": nodes, "edges": edges, "errors": view.error_lines(), "macs_at": view.macs_at}
 
 
 def _svg(view: View, rankdir: str) -> tuple[str, bool]:
@@ -74,7 +74,7 @@ def to_html(view: View, rankdir: str = "TB") -> str:
     n_blocks = sum(1 for n in view.nodes.values() if n.role in ("block", "group", "subpipeline"))
     status = (f'<span class="bad">{view.n_errors} error{"s" if view.n_errors != 1 else ""}</span>'
               if view.n_errors else '<span class="ok">valid</span>')
-    errors_html = "".join(f"<li>{esc(t)}</li>" for t in view.errors)
+    errors_html = "".join(f"<li>{esc(t)}</li>" for t in view.error_lines())
     return _TEMPLATE.format(
         title=esc(view.name),
         description=esc(view.description),

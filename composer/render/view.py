@@ -103,10 +103,14 @@ class View:
     nodes: dict[str, VNode]
     edges: list[VEdge]
     clusters: dict[str, VCluster]
-    errors: list[str] = field(default_factory=list)      # diagnostics no node or edge owns
+    errors: list[tuple[str, str]] = field(default_factory=list)  # diagnostics no node or edge owns: (where, text)
     macs_at: dict[str, int] = field(default_factory=dict)
     families: list[str] = field(default_factory=list)
     n_errors: int = 0
+
+    def error_lines(self) -> list[str]:
+        """The diagnostics no node or edge owns, each as one line: `file:line:col: text`."""
+        return [f"{where}: {text}" if where else text for where, text in self.errors]
 
     def node_by_id(self, id: str) -> VNode:
         return next(n for n in self.nodes.values() if n.id == id)
@@ -420,5 +424,4 @@ def _attach_diagnostics(graph: Graph, view: View, owner: dict[str, str]) -> None
             if text not in bucket:
                 bucket.append(text)
         if not targets:
-            where = f"{d.loc}: " if d.loc else ""
-            view.errors.append(("" if err else "warning ") + where + text)
+            view.errors.append((str(d.loc) if d.loc else "", ("" if err else "warning ") + text))

@@ -11,7 +11,8 @@ import pytest
 import composer
 from composer.render import render
 from tests.conftest import ROOT
-from tests.render.conftest import SPECS, draw, needs_dot, parse_dot
+from composer.render.dot import clip, wrap
+from tests.render.conftest import SPECS, draw, needs_dot, parse_dot, visible
 
 CNN = ROOT / "pipelines" / "cnn_classifier.yaml"
 NESTED = SPECS / "nested.yaml"
@@ -176,6 +177,62 @@ bogus: 1
 """)
     d = draw(path)
     assert "unknown top-level key `bogus`" in d.source and "refers to unknown block `missing`" in d.source
+
+
+GRAPH_ERRORS = """
+pipeline: outs
+inputs:
+  x: {kind: vector, shape: [B, 4]}
+blocks:
+  a: {block: dense, in: x, out_features: 4}
+outputs:
+  y: a
+bogus: 1
+"""
+
+
+def _graph_error_lines(path) -> list[str]:
+    label = next(line for line in draw(path).source.splitlines() if "drawn in red" in line)
+    row = next(r for r in label.split("<tr>") if "E101" in r)
+    return visible(row.replace('<br align="left"/>', "\n")).split("\n")
+
+
+@pytest.mark.parametrize("depth", [1, 7, 13, 19, 31])
+def test_graph_level_error_wraps_the_same_wherever_the_spec_lives(tmp_path, depth):
+    """The location is a line of its own; the message below it wraps the same at any path length."""
+    folder = tmp_path.joinpath(*["d" * k for k in range(1, depth + 1)])
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(GRAPH_ERRORS)
+    lines = _graph_error_lines(folder / "spec.yaml")
+    at = next(i for i, x in enumerate(lines) if x.startswith("E101"))
+    assert "".join(lines[:at]) == f"{folder / 'spec.yaml'}:9:1:"
+    assert lines[at].startswith("E101: unknown top-level key `bogus` (expected one of: pipeline, description,")
+    (tmp_path / "spec.yaml").write_text(GRAPH_ERRORS)
+    short = _graph_error_lines(tmp_path / "spec.yaml")
+    assert lines[at:] == short[next(i for i, x in enumerate(short) if x.startswith("E101")):]  # the same message lines
+    assert len(lines[at:]) == 2
+
+
+@pytest.mark.parametrize("prefix", range(0, 24))
+def test_wrap_never_splits_a_quoted_name(prefix):
+    text = "x " * prefix + "unknown top-level key `bogus` and `in: <block>` with `a.very.long.name.that.runs.past.width`"
+    lines = wrap(text, 20)
+    joined = "\n".join(lines)
+    for name in ("`bogus`", "`in: <block>`", "`a.very.long.name.that.runs.past.width`"):
+        assert name in joined
+    assert " ".join(lines).split() == text.split()
+    assert all(len(x) <= 20 or "`" in x for x in lines)
+
+
+def test_wrap_splits_long_paths_after_a_slash_and_clip_keeps_names_whole():
+    path = "/tmp/" + "/".join(["folder"] * 12) + "/spec.yaml:9:1:"
+    lines = wrap(path, 30)
+    assert "".join(lines) == path and all(len(x) <= 30 for x in lines)
+    assert all(x.endswith("/") for x in lines[:-1])
+    assert wrap("a" * 25, 10) == ["a" * 10, "a" * 10, "a" * 5]
+    shown = clip(wrap("one two three four five six `seven eight` nine ten", 14), 14, 2)
+    assert shown == ["one two three", "four five …"]
+    assert clip(["ab", "`a long quoted`", "c"], 15, 2) == ["ab", "…"]
 
 
 NASTY = 'say "hi" <b>bold</b> & \\back\\slash\n2nd line ]]> {x|y} \t'
