@@ -58,14 +58,22 @@ def feature_map(x: PortType, channels: int, h: DimLike, w: DimLike) -> PortType:
     return PortType("feature_map", (x.shape[0], channels, h, w), x.dtype)
 
 
-def init_like_torchvision_resnet(module: nn.Module) -> None:
-    """torchvision's ResNet init: Kaiming-normal (fan_out) convs, BatchNorm weight 1 and bias 0."""
+def init_like_torchvision_resnet(module: nn.Module, zero_init_residual: bool = False) -> None:
+    """torchvision's ResNet init: Kaiming-normal (fan_out) convs, BatchNorm weight 1 and bias 0;
+    with `zero_init_residual` the last BatchNorm of each residual branch starts at 0, so every
+    block starts as the identity (torchvision's option of the same name)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.constant_(m.weight, 1)
             nn.init.constant_(m.bias, 0)
+    if zero_init_residual:
+        for m in module.modules():
+            if isinstance(m, Bottleneck):
+                nn.init.constant_(m.bn3.weight, 0)
+            elif isinstance(m, BasicBlock):
+                nn.init.constant_(m.bn2.weight, 0)
 
 
 # ---- modules ------------------------------------------------------------------------------
@@ -151,7 +159,7 @@ class ResNet(nn.Module):
     """torchvision's ResNet with outputs (pooled, {c2..c5}[, logits]); no fc without classes."""
 
     def __init__(self, depth: int, in_channels: int = 3, num_classes: Optional[int] = None,
-                 groups: int = 1, width_per_group: int = 64):
+                 groups: int = 1, width_per_group: int = 64, zero_init_residual: bool = False):
         super().__init__()
         kind, layers = RESNET_LAYERS[depth]
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
@@ -176,7 +184,7 @@ class ResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(inplanes, num_classes) if num_classes is not None else None
-        init_like_torchvision_resnet(self)
+        init_like_torchvision_resnet(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
@@ -211,6 +219,7 @@ class ResNetBackbone(Block):
     num_classes: Optional[PosInt] = None  # None: no fc, outputs are pooled and features only
     groups: PosInt = 1                    # ResNeXt cardinality (bottleneck depths only)
     width_per_group: PosInt = 64          # 128 for Wide ResNet, 4 with groups 32 for ResNeXt-50 32x4d
+    zero_init_residual: bool = False      # start each block as the identity (bounded activations at init)
 
     def _check(self) -> None:
         if RESNET_LAYERS[self.depth][0] == "basic" and (self.groups != 1 or self.width_per_group != 64):
@@ -236,7 +245,8 @@ class ResNetBackbone(Block):
 
     def build(self, x: PortType) -> nn.Module:
         self._check()
-        return ResNet(self.depth, x.shape[1], self.num_classes, self.groups, self.width_per_group)
+        return ResNet(self.depth, x.shape[1], self.num_classes, self.groups, self.width_per_group,
+                      self.zero_init_residual)
 
 
 @register

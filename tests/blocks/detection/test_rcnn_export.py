@@ -31,13 +31,18 @@ def _export(pipeline: str, ref, tmp_path, **over):
     return Session(out, device="cpu")
 
 
+# onnxruntime's float32 convolutions differ from torch's by ~1e-6 relative per layer; box decoding
+# (exp of the predicted log-size) turns that into up to ~2e-3 px on boxes of 20-200 px.
+ORT_BOX_ATOL = 3e-3
+
+
 def _compare(sess, ref, shapes, seed: int = 1) -> int:
     total = 0
     for shape in shapes:
         x = images(shape, seed=seed)
         with torch.no_grad():
             want = ref(list(x))
-        total += assert_same_detections(sess.run({"image": x.numpy()}), want)
+        total += assert_same_detections(sess.run({"image": x.numpy()}), want, box_atol=ORT_BOX_ATOL)
     return total
 
 

@@ -12,18 +12,18 @@ import pytest
 import torch
 
 import composer
+from blocks.detection.yolo import Letterbox, YoloPostprocess, letterbox_size
+from blocks.detection.yolo_head import YoloHeadBlock, YoloNMSBlock
+from blocks.detection.yolo_parts import C2fBlock, SPPFBlock, UpsampleBlock
 from composer.types import PortType
 from tests.blocks.detection.test_yolo_reference import (CONF, IOU, MAX_DET, LetterBox, assert_detections_match,
                                                         capture, non_max_suppression, reference_detections,
                                                         reference_letterbox, reference_model, save_reference,
                                                         scale_boxes, small_pipeline)
 
-from ultralytics.nn.modules import C2f, Detect  # noqa: E402  (after the reference module set up the env)
+# after the reference module: it sets Ultralytics' offline environment (or skips) before any import
+from ultralytics.nn.modules import C2f, Detect  # noqa: E402
 from ultralytics.utils.torch_utils import initialize_weights  # noqa: E402
-
-from blocks.detection.yolo import Letterbox, YoloPostprocess, letterbox_size  # noqa: E402
-from blocks.detection.yolo_head import YoloHeadBlock, YoloNMSBlock  # noqa: E402
-from blocks.detection.yolo_parts import C2fBlock, SPPFBlock, UpsampleBlock  # noqa: E402
 
 
 def load_by_order(ours: torch.nn.Module, theirs: torch.nn.Module) -> torch.nn.Module:
