@@ -1,7 +1,9 @@
 """Per-block figures for summaries and diagrams: output types, parameters and MACs.
 
 MACs come from `torch.utils.flop_counter` on the meta device at example sizes, so no
-tensor is ever allocated; example sizes are each dim's `example`, else its first `sizes`
+tensor is ever allocated. Pipelines with data-dependent steps (NMS, `nonzero`) cannot run on
+the meta device; those up to `REAL_RUN_PARAMS` parameters are counted in one real CPU run
+instead, larger ones show no MACs. Example sizes are each dim's `example`, else its first `sizes`
 entry, else 1 for `B` and 64 for others (rounded up to `multiple_of`).
 """
 
@@ -71,19 +73,35 @@ def example_inputs(graph: Graph, env: Optional[dict[str, int]] = None, device: s
     return out
 
 
-def macs_per_block(graph: Graph, env: Optional[dict[str, int]] = None) -> dict[str, int]:
-    """Multiply-accumulates of each block at example sizes, counted on the meta device."""
+REAL_RUN_PARAMS = 200_000_000
+
+
+def _count(graph: Graph, env: Optional[dict[str, int]], device: str) -> tuple[str, dict]:
     from .compile import compile_graph
 
-    model = compile_graph(graph, device="meta")
-    inputs = example_inputs(graph, env, device="meta")
+    model = compile_graph(graph, device=device if device == "meta" else None)
+    inputs = example_inputs(graph, env, device=device, generator=torch.Generator().manual_seed(0))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model.eval()(**inputs)
-    counts = counter.get_flop_counts()
+    return type(model).__name__, counter.get_flop_counts()
+
+
+def macs_per_block(graph: Graph, env: Optional[dict[str, int]] = None) -> dict[str, int]:
+    """Multiply-accumulates of each block at example sizes, counted on the meta device (or in one
+    real CPU run where a data-dependent step cannot run on it; {} when neither can)."""
+    try:
+        cls_name, counts = _count(graph, env, "meta")
+    except Exception:
+        if graph.total_params() > REAL_RUN_PARAMS:
+            return {}
+        try:
+            cls_name, counts = _count(graph, env, "cpu")
+        except Exception:
+            return {}
     out = {}
     for name in graph.order:
-        fqn = f"{type(model).__name__}.{name.replace('/', '.')}"
+        fqn = f"{cls_name}.{name.replace('/', '.')}"
         out[name] = sum(counts.get(fqn, {}).values()) // 2
     return out
 

@@ -28,7 +28,7 @@ def proposals_type(b: DimLike, k: int, dtype: str = "float32") -> PortType:
 
 
 def detections_type(b: DimLike, k: int, dtype: str = "float32", masks: Optional[tuple] = None,
-                    space: str = "resized") -> PortType:
+                    space: str = "resized", num_classes: Optional[int] = None) -> PortType:
     """{boxes [B, K, 4], scores [B, K], labels [B, K], count [B][, masks [B, K, h, w]]}.
 
     `space` says whether boxes are in the resized (model) image or in input pixels."""
@@ -38,7 +38,8 @@ def detections_type(b: DimLike, k: int, dtype: str = "float32", masks: Optional[
               ("count", PortType("count", (b,), "int64"))]
     if masks is not None:
         fields.append(("masks", PortType("mask", (b, k, *masks), dtype)))
-    return PortType("detections", None, dtype, fields=tuple(fields), meta=(("max", k), ("space", space)))
+    meta = (("max", k), ("space", space)) + ((("num_classes", num_classes),) if num_classes else ())
+    return PortType("detections", None, dtype, fields=tuple(fields), meta=meta)
 
 
 def feature_levels(features: PortType, names: Optional[list[str]], what: str, param: str = "levels"):

@@ -128,7 +128,8 @@ class RoIHeadsBlock(Block):
         self._check()
         pooled_levels(features, self.pool_levels, "roi_heads")
         b = proposals.field("boxes").shape[0]
-        return {"detections": detections_type(b, self.detections_per_image, features.dtype)}
+        return {"detections": detections_type(b, self.detections_per_image, features.dtype,
+                                              num_classes=self.num_classes)}
 
     def param_count(self, features: PortType, proposals: PortType, sizes: PortType) -> int:
         _, c = pooled_levels(features, self.pool_levels, "roi_heads")
@@ -175,7 +176,7 @@ class MaskHeadBlock(Block):
     family: ClassVar[str] = "detection"
     inputs: ClassVar = {"features": In("features"), "detections": In("detections")}
     outputs: ClassVar = ("detections",)
-    example: ClassVar = {"params": {"num_classes": 3, "layers": [8, 8]},
+    example: ClassVar = {"params": {"num_classes": 4, "layers": [8, 8]},
                          "inputs": {"features": features_example(), "detections": detections_type(2, 4)}}
     num_classes: PosInt = 91
     pool_levels: Optional[list[str]] = None
@@ -190,9 +191,14 @@ class MaskHeadBlock(Block):
         if "masks" in fields:
             raise InferError("these detections already have masks", port="detections", code="E301",
                              expected="detections from roi_heads", found=str(detections))
+        known = detections.get("num_classes")
+        if known is not None and known != self.num_classes:
+            raise InferError(f"mask_head has {self.num_classes} classes, the detections {known}", param="num_classes",
+                             expected=f"{known} (as the roi_heads that made the detections)",
+                             found=str(self.num_classes))
         b, k = fields["boxes"].shape[:2]
         m = 2 * self.pool_size
-        return {"detections": detections_type(b, k, detections.dtype, masks=(m, m))}
+        return {"detections": detections_type(b, k, detections.dtype, masks=(m, m), num_classes=self.num_classes)}
 
     def param_count(self, features: PortType, detections: PortType) -> int:
         _, c = pooled_levels(features, self.pool_levels, "mask_head")

@@ -179,7 +179,7 @@ class DetectionPostprocessBlock(Block):
                                  found="nothing")
             b, k = fields["boxes"].shape[:2]
             return {"detections": detections_type(b, k, detections.dtype, masks=(image.shape[2], image.shape[3]),
-                                                   space="input")}
+                                                   space="input", num_classes=detections.get("num_classes"))}
         return {"detections": detections.with_(meta={**dict(detections.meta), "space": "input"})}
 
     def param_count(self, **inputs) -> int:

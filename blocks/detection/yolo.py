@@ -84,12 +84,12 @@ class YoloPostprocess(nn.Module):
 
     def forward(self, detections: dict, sizes: dict, images: torch.Tensor) -> dict:
         ph, pw = images.shape[-2:]
-        resized = sizes["resized"].to(torch.float32)             # (B, 2): h, w
-        original = sizes["original"].to(torch.float32)
-        gain = resized / original
-        pad_y = torch.div(ph - sizes["resized"][:, 0], 2, rounding_mode="floor").to(torch.float32)
-        pad_x = torch.div(pw - sizes["resized"][:, 1], 2, rounding_mode="floor").to(torch.float32)
         boxes = detections["boxes"]                              # (B, K, 4)
+        resized = sizes["resized"].to(boxes.dtype)               # (B, 2): h, w
+        original = sizes["original"].to(boxes.dtype)
+        gain = resized / original
+        pad_y = torch.div(ph - sizes["resized"][:, 0], 2, rounding_mode="floor").to(boxes.dtype)
+        pad_x = torch.div(pw - sizes["resized"][:, 1], 2, rounding_mode="floor").to(boxes.dtype)
         x1 = ((boxes[..., 0] - pad_x[:, None]) / gain[:, 1, None]).clamp(min=0)
         y1 = ((boxes[..., 1] - pad_y[:, None]) / gain[:, 0, None]).clamp(min=0)
         x2 = ((boxes[..., 2] - pad_x[:, None]) / gain[:, 1, None]).clamp(min=0)

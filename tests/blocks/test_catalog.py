@@ -65,22 +65,37 @@ def example(cls) -> tuple[dict, dict]:
     return params, inputs
 
 
-def tensor_for(t: PortType) -> torch.Tensor:
+def tensor_for(t: PortType):
+    """A random value of a port type: a tensor, or a dict of tensors for a structured port."""
+    if t.fields:
+        return {n: tensor_for(ft) for n, ft in t.fields}
     dtype = torch_dtype(t.dtype)
     if dtype.is_floating_point:
         return torch.randn(t.shape, dtype=dtype)
-    return torch.randint(0, 4, t.shape, dtype=dtype)
+    low = 1 if t.kind == "sizes" else 0          # image sizes are at least 1 pixel
+    return torch.randint(low, 4, t.shape, dtype=dtype)
 
 
 def _check(value, t: PortType):
-    if t.kind == "features":
-        assert isinstance(value, dict) and list(value) == [n for n, _ in t.fields]
+    if t.fields:
+        assert isinstance(value, dict) and list(value) == [n for n, _ in t.fields], (list(value), t)
         for (n, ft) in t.fields:
             _check(value[n], ft)
         return
     assert isinstance(value, torch.Tensor)
-    assert tuple(value.shape) == tuple(t.shape), (tuple(value.shape), t)
+    assert value.dim() == len(t.shape), (tuple(value.shape), t)
+    for got, want in zip(value.shape, t.shape):
+        if isinstance(want, int):
+            assert got == want, (tuple(value.shape), t)
+        else:   # a dim the block creates (a resized size): at least its declared multiple
+            assert got % max(1, min(getattr(a, "multiple", 1) for a in _atoms(want))) == 0, (tuple(value.shape), t)
     assert value.dtype == torch_dtype(t.dtype)
+
+
+def _atoms(d):
+    from composer.dims import Sym
+    atoms = [a for mono in d.terms for a in mono if isinstance(a, Sym)]
+    return atoms or [Sym("_")]
 
 
 @pytest.mark.parametrize("name", BLOCKS)
