@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 # Stable codes. Loading (E0xx), structure and params (E1xx), references and graph (E2xx),
 # types (E3xx), sub-pipelines (E4xx), build and artifacts (E5xx).
@@ -165,3 +165,20 @@ def did_you_mean(word: str, options: Iterable[str]) -> str | None:
     """A difflib suggestion, phrased for a hint, or None."""
     match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
     return f"did you mean `{match[0]}`?" if match else None
+
+
+def found_text(value: Any) -> str:
+    """How a found value reads in a diagnostic: `"3" (string)`, `true (boolean)`, `a mapping`."""
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (boolean)"
+    if isinstance(value, str):
+        return f'"{value}" (string)'
+    if isinstance(value, (int, float)):
+        return f"{value} ({type(value).__name__})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    return repr(value)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import errors as E
 from .errors import Diagnostic, Diagnostics, Location, did_you_mean
+from .errors import found_text as _found
 from .types import PortType
 
 BUILTINS = ("imagenet", "coco")
@@ -63,18 +64,6 @@ def builtin(name: str) -> tuple[str, ...]:
     if name == "coco":
         return tuple(torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"])
     raise KeyError(name)
-
-
-def _found(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (boolean)"
-    if isinstance(value, str):
-        return f'"{value}" (string)'
-    if isinstance(value, (int, float)):
-        return f"{value} ({type(value).__name__})"
-    if value is None:
-        return "null"
-    return "a mapping" if isinstance(value, dict) else type(value).__name__
 
 
 _EXPECTED = "a built-in list (imagenet, coco), a list of names, or a text file next to the spec"

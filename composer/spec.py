@@ -17,6 +17,7 @@ from . import errors as E
 from ._yaml import Doc
 from .block import Block
 from .errors import Diagnostic, Diagnostics, Location, did_you_mean
+from .errors import found_text as _found
 from .params import NonNegInt, PosFloat, PosInt
 from .registry import load_blocks
 from .types import DTYPES, KINDS
@@ -156,22 +157,6 @@ class ParsedSpec:
 
 def dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path)
-
-
-def _found(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (boolean)"
-    if isinstance(value, str):
-        return f'"{value}" (string)'
-    if isinstance(value, (int, float)):
-        return f"{value} ({type(value).__name__})"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if value is None:
-        return "null"
-    return repr(value)
 
 
 _YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n", "true", "false"}

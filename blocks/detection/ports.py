@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Optional
 
 from composer.dims import DimLike
-from composer.types import InferError, PortType
+from composer.types import InferError, PortType, expect_float, expect_rank
+
+
+def expect_rgb(x: PortType, what: str) -> None:
+    """A detector's input: a float [B, 3, H, W] RGB batch."""
+    expect_rank(x, 4, "x", " [B, 3, H, W]")
+    expect_float(x, "x")
+    if x.shape[1] != 3:
+        raise InferError(f"{what} takes RGB images", port="x", code="E302", expected="[B, 3, H, W]", found=str(x))
 
 
 def image_sizes_type(b: DimLike) -> PortType:

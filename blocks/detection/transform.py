@@ -24,9 +24,9 @@ from composer.block import Block, In
 from composer.dims import sym
 from composer.params import PosFloat, PosInt
 from composer.registry import register
-from composer.types import InferError, PortType, expect_float, expect_rank
+from composer.types import InferError, PortType
 
-from .ports import detections_type, image_sizes_type
+from .ports import detections_type, expect_rgb, image_sizes_type
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,11 +78,7 @@ class DetectionTransformBlock(Block):
     size_divisible: PosInt = 32
 
     def infer(self, x: PortType) -> dict[str, PortType]:
-        expect_rank(x, 4, "x", " [B, 3, H, W]")
-        expect_float(x, "x")
-        if x.shape[1] != 3:
-            raise InferError("a detector takes RGB images", port="x", code="E302", expected="[B, 3, H, W]",
-                             found=str(x))
+        expect_rgb(x, "detection_transform")
         if self.max_size < self.min_size:
             raise InferError("max_size is smaller than min_size", param="max_size",
                              expected=f"at least min_size ({self.min_size})", found=str(self.max_size))

@@ -29,11 +29,11 @@ from composer.block import Block, In
 from composer.dims import sym
 from composer.params import PosInt
 from composer.registry import register
-from composer.types import InferError, PortType, expect_float, expect_rank
+from composer.types import InferError, PortType, expect_rank
 
 from . import yolo_head, yolo_parts  # noqa: F401  (registers the network parts)
 from .ops import clear_unused, slot_mask
-from .ports import detections_type, image_sizes_type
+from .ports import detections_type, expect_rgb, image_sizes_type
 
 
 def round_ratio(num, den):
@@ -125,11 +125,7 @@ class LetterboxBlock(Block):
     pad_value: Annotated[int, Field(ge=0, le=255)] = 114   # grey level of the pad, in 0-255 units
 
     def infer(self, x: PortType) -> dict[str, PortType]:
-        expect_rank(x, 4, "x", " [B, 3, H, W]")
-        expect_float(x, "x")
-        if x.shape[1] != 3:
-            raise InferError("letterbox takes RGB images", port="x", code="E302", expected="[B, 3, H, W]",
-                             found=str(x))
+        expect_rgb(x, "letterbox")
         if self.imgsz % self.stride:
             raise InferError(f"imgsz {self.imgsz} is not a multiple of the stride {self.stride}", param="imgsz",
                              expected=f"a multiple of {self.stride}", found=str(self.imgsz),

@@ -23,6 +23,7 @@ from composer.cli import app
 from composer.detections import (MASK_ALPHA, DetectionError, ImageDetections, class_colour, draw, find_outputs,
                                  format_lines, images_from_input, render_files, split, to_json)
 from composer.inputs import InputSpec
+from composer.labels import builtin
 from composer.spec import Preprocess
 from tests.conftest import ROOT
 
@@ -382,31 +383,36 @@ DETECTION = ROOT / "pipelines" / "detection.yaml"
 SHRINK = ["--set", "transform.min_size=320", "--set", "transform.max_size=480"]
 
 
-def run_detection(tmp_path, image, backend: str) -> dict:
+def run_detection(tmp_path, image, backend: str, weights) -> dict:
     folder = tmp_path / backend
     r = invoke("run", DETECTION, *SHRINK, "--input", f"image={image}", "--backend", backend, "-o", folder,
-               "--device", "cpu")
+               "--device", "cpu", "--weights", weights)
     assert r.exit_code == 0, r.output
     assert "detections (boxes, scores, labels, count" in r.output
     (entry,) = json.loads((folder / "detections.json").read_text())["images"]
-    assert entry["width"] == 96 and entry["height"] == 64 and entry["count"] == len(entry["boxes"])
+    assert entry["width"] == 96 and entry["height"] == 64 and entry["count"] == len(entry["boxes"]) > 0
     assert all(0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 64 for x1, y1, x2, y2 in entry["boxes"])
+    assert set(entry["names"]) <= set(builtin("coco"))
+    assert entry["names"][0] in r.output
     assert Image.open(folder / "street.detections.png").size == (96, 64)
     return entry
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DETECTION.exists(), reason="pipelines/detection.yaml is not there yet")
-@pytest.mark.parametrize("backend", ["torch", pytest.param("onnx", marks=pytest.mark.skip(
-    reason="enable (remove this mark) once `composer export pipelines/detection.yaml` passes its verification"))])
-def test_run_detection_pipeline(tmp_path, backend):
+def test_run_detection_pipeline_torch_and_onnx(tmp_path):
+    """torchvision weights (random, with one confident class) through `--weights`: detections
+    printed, written and drawn, and the same with the onnx backend."""
+    from tests.blocks.detection._support import reference, save_state
+    ref = reference("detection", num_classes=91, min_size=320, max_size=480, pre_nms_top_n=1000,
+                    post_nms_top_n=1000, detections_per_image=100)
+    weights = tmp_path / "frcnn.pth"
+    save_state(ref, weights)
     image = street(tmp_path / "street.jpg", w=96, h=64)
-    entry = run_detection(tmp_path, image, backend)
-    if backend == "onnx":   # the same results as torch
-        ref = run_detection(tmp_path, image, "torch")
-        assert entry["labels"] == ref["labels"]
-        np.testing.assert_allclose(entry["boxes"], ref["boxes"], atol=0.05)
-        np.testing.assert_allclose(entry["scores"], ref["scores"], atol=1e-3)
+    torch_entry = run_detection(tmp_path, image, "torch", weights)
+    onnx_entry = run_detection(tmp_path, image, "onnx", weights)
+    assert onnx_entry["labels"] == torch_entry["labels"]
+    np.testing.assert_allclose(onnx_entry["boxes"], torch_entry["boxes"], atol=0.05)
+    np.testing.assert_allclose(onnx_entry["scores"], torch_entry["scores"], atol=1e-3)
 
 
 def test_write_files_is_all_or_nothing(tmp_path):

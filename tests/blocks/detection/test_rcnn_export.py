@@ -50,6 +50,8 @@ def test_faster_rcnn_onnx_equals_torchvision(tmp_path):
     ref = reference("detection", detections_per_image=20)
     sess = _export("detection", ref, tmp_path)
     assert _compare(sess, ref, [(1, 3, 100, 150), (3, 3, 77, 61), (3, 3, 120, 90)]) > 0
+    full = sess.run({"image": images((3, 3, 77, 61)).numpy()})
+    assert (full["count"] == 20).all()   # more candidates than the 20 slots: the best 20, as torchvision
     with torch.no_grad():   # the same file, weights that detect nothing
         ref.roi_heads.box_predictor.cls_score.bias[1:] -= 100.0
     empty = _export("detection", ref, tmp_path)
