@@ -400,10 +400,16 @@ def _commit(tmp_model: Path, data_name: Optional[str], holder: Path, path: Path)
 
 
 def verify_onnx(onnx_path: Path, reference: nn.Module, specs: Mapping[str, InputSpec], configs: list[dict[str, int]],
-                output_names, atol: float, rtol: float, seed: int = 0) -> dict:
+                output_names, atol: float, rtol: float, seed: int = 0,
+                detections: Optional[Mapping[str, Mapping[str, str]]] = None) -> dict:
     """onnxruntime (CPU provider) against `reference` (a torch module taking **inputs, returning a
-    dict) at each size configuration; returns the per-run figures."""
+    dict) at each size configuration; returns the per-run figures. Outputs that are the fields of
+    one detections port (`detections`: {group: {field: output}}) are compared as matched sets
+    (composer/_match.py), every other output element by element."""
+    from ._match import compare_detections
     from .runtime import Session
+
+    grouped = {n for fields in (detections or {}).values() for n in fields.values()}
 
     sess = Session(onnx_path, device="cpu")
     runs = []
@@ -419,14 +425,22 @@ def verify_onnx(onnx_path: Path, reference: nn.Module, specs: Mapping[str, Input
         except ComposerError as exc:
             raise ExportError(f"onnxruntime could not run the exported model at {_sizes(env)}: {exc}") from None
         outs = {}
+        host = {n: (ref[n].detach().float().cpu().numpy() if ref[n].is_floating_point() else ref[n].cpu().numpy())
+                for n in output_names}
         for n in output_names:
-            r = ref[n].detach().float().cpu().numpy() if ref[n].is_floating_point() else ref[n].cpu().numpy()
-            c = compare(got[n], r, atol, rtol)
+            if n in grouped:
+                continue
+            c = compare(got[n], host[n], atol, rtol)
             outs[n] = c
             ok = ok and c["ok"]
             if c["max_abs"] is not None:
                 worst_abs = max(worst_abs, c["max_abs"])
                 worst_rel = max(worst_rel, c["max_rel"])
+        for group, fields in (detections or {}).items():
+            c = compare_detections({f: got[n] for f, n in fields.items()}, {f: host[n] for f, n in fields.items()},
+                                   atol, rtol)
+            outs[group] = {**c, "detection_set": True}
+            ok = ok and c["ok"]
         runs.append({"sizes": dict(env), "outputs": outs})
     return {"provider": sess.providers[0], "atol": atol, "rtol": rtol, "runs": runs,
             "max_abs": worst_abs, "max_rel": worst_rel, "passed": ok}
@@ -442,7 +456,11 @@ def _failure_text(result: dict) -> str:
         for n, c in run["outputs"].items():
             if c["ok"]:
                 continue
-            if c["max_abs"] is None:
+            if c.get("detection_set"):
+                lines.append(f"  detections {n} at {_sizes(run['sizes'])}: {c['matched']} of {c['detections']} "
+                             "matched (same label, box and score within tolerance)" + (f" ({c['reason']})" if
+                                                                                      c.get("reason") else ""))
+            elif c["max_abs"] is None:
                 lines.append(f"  {n} at {_sizes(run['sizes'])}: shape {c['onnx_shape']} in onnxruntime, "
                              f"{c['shape']} in torch")
             else:
@@ -556,8 +574,10 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
                 configs = [{n: p.trace for n, p in plans.items()}] if static else size_configs(plans)
                 a0, r0 = TOLERANCES["fp16" if fp16 else "fp32"]
                 say("verifying against torch in onnxruntime at " + "; ".join(_sizes(c) for c in configs))
+                from ._match import detection_groups
                 verification = verify_onnx(tmp_model, model, specs, configs, output_names,
-                                           a0 if atol is None else atol, r0 if rtol is None else rtol)
+                                           a0 if atol is None else atol, r0 if rtol is None else rtol,
+                                           detections=detection_groups(pipe, output_names))
                 if not verification["passed"]:
                     raise ExportError(_failure_text(verification) + f"\n  no file was written at {path}")
             verify_s = time.perf_counter() - t1

@@ -74,7 +74,11 @@ def print_report(rep: dict) -> None:
     for run in ver["runs"]:
         sizes = ", ".join(f"{k}={v}" for k, v in run["sizes"].items()) or "fixed"
         for name, c in run["outputs"].items():
-            table.add_row(sizes, escape(name), _dims(c["shape"]), f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}")
+            if c.get("detection_set"):   # matched as sets: boxes and scores of the matched pairs
+                table.add_row(sizes, escape(name), f"{c['matched']}/{c['detections']} matched",
+                              f"{c['max_box_diff']:.2e} (box)", f"{c['max_score_diff']:.2e} (score)")
+            else:
+                table.add_row(sizes, escape(name), _dims(c["shape"]), f"{c['max_abs']:.2e}", f"{c['max_rel']:.2e}")
             sizes = ""
     out.print(table)
     out.print("verified: onnxruntime matches torch", style="green", markup=False)
