@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import ClassVar, Literal, Optional
 
-import torch
 from torch import nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
