@@ -3,9 +3,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import PIL.Image
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Ultralytics (a reference of the YOLO tests) replaces PIL.Image.open and torch.save when imported;
+# every test sees the real ones
+_REAL = (PIL.Image.open, torch.save)
+
+
+@pytest.fixture(autouse=True)
+def _unpatched_libraries():
+    PIL.Image.open, torch.save = _REAL
+    yield
+
+
 PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
 COMPOSER = str(Path(sys.executable).parent / "composer")
 

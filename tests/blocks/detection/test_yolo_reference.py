@@ -21,17 +21,10 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics-settings-"))
 pytest.importorskip("ultralytics")
 
-import PIL.Image  # noqa: E402
-
-_UNPATCHED = (PIL.Image.open, torch.save)
 from ultralytics.data.augment import LetterBox  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel  # noqa: E402
 from ultralytics.utils.nms import non_max_suppression  # noqa: E402
 from ultralytics.utils.ops import scale_boxes  # noqa: E402
-
-# Ultralytics replaces PIL.Image.open (to install a HEIF plugin on the fly) and torch.save on import;
-# the rest of the suite must see the real ones
-PIL.Image.open, torch.save = _UNPATCHED
 
 import composer  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
