@@ -163,22 +163,6 @@ outputs:
         assert 'color="#d32f2f"' in d.edge(s, t)[3] and "cycle" in d.edge(s, t)[2]
 
 
-def test_graph_level_errors_are_listed(write_spec):
-    path = write_spec("""
-pipeline: outs
-inputs:
-  x: {kind: vector, shape: [B, 4]}
-blocks:
-  a: {block: dense, in: x, out_features: 4}
-outputs:
-  y: a
-  z: missing
-bogus: 1
-""")
-    d = draw(path)
-    assert "unknown top-level key `bogus`" in d.source and "refers to unknown block `missing`" in d.source
-
-
 GRAPH_ERRORS = """
 pipeline: outs
 inputs:
@@ -189,6 +173,12 @@ outputs:
   y: a
 bogus: 1
 """
+
+
+def test_graph_level_errors_are_listed(write_spec):
+    path = write_spec(GRAPH_ERRORS.replace("  y: a\n", "  y: a\n  z: missing\n"))
+    d = draw(path)
+    assert "unknown top-level key `bogus`" in d.source and "refers to unknown block `missing`" in d.source
 
 
 def _graph_error_lines(path) -> list[str]:
