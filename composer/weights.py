@@ -1,75 +1,187 @@
-"""Weights: read safetensors (or `.pt`/`.pth` through `torch.load(weights_only=True)` only),
-map a foreign state dict onto a compiled pipeline, and save weights as safetensors.
+"""Weights from anywhere: map someone else's checkpoint onto a compiled pipeline, report how,
+and save weights as safetensors.
 
-A state dict written by another program rarely has our keys. `map_state_dict` tries, in order:
+A checkpoint written by another program rarely has our keys. `plan` reads it (see
+`composer._checkpoint`: safetensors, `.pt`/`.pth`/`.bin`, Hugging Face folders), then:
 
-1. **exact** — the file's keys are the pipeline's keys (`backbone.layer1.0.conv1.weight`);
-2. **order** — the file has as many tensors as the pipeline and every shape agrees position
-   by position (a torchvision checkpoint loaded into a pipeline built from `resnet_stem`,
-   `bottleneck`, ... parts, or into `resnet` + `dense` head). Only for files that keep their
-   order (`.pt`/`.pth`), never for safetensors, which stores keys sorted;
-3. **block prefix** — the file's keys are one block's keys without the block's prefix, as a
-   torchvision `resnet50` state dict is for a `resnet` block named `backbone`. The file's
-   remaining tensors (torchvision's `fc`) then go to the pipeline's remaining blocks when
-   that is unambiguous: a whole block at a time, by order (ordered files) or by shapes that
-   occur once on each side. What stays unmatched is reported: file keys as ignored, blocks
-   as keeping their initial weights.
-4. **module paths** — each block's keys appear in the file under one other prefix, as in a
-   torchvision detector checkpoint, where the `resnet` block named `backbone` is
-   `backbone.body`, the `fpn` block `backbone.fpn` and `roi_heads` `roi_heads`. Every block
-   must find exactly one such prefix (a block that could come from two places is an error
-   naming both), and every file tensor must be used. `num_batches_tracked` counters that
-   the file lacks (FrozenBatchNorm2d checkpoints) are left as they are.
+1. drops the file keys an **ignore** rule matches, and applies the **rename** rules (regex →
+   replacement, in order) to the rest. A renamed key that is a pipeline key is pinned there;
+   two file keys renamed onto one key, a renamed key that ends up nowhere, a rule that does
+   not compile: each an error naming the rule. A rule that matches nothing is a warning;
+2. maps what is left, trying in order:
+   - **exact** — every pipeline tensor is in the file under its own name;
+   - **order** — the file has as many tensors as the pipeline and every shape agrees position
+     by position (a torchvision `.pth` into a spec built from parts). Only for files that keep
+     their order, never for safetensors, which stores keys sorted;
+   - **structure** — the file's module tree against the pipeline's (`composer._structure`):
+     a block, a repeat or a layer goes where its tensors appear under another prefix by the
+     same names and shapes (torchvision's `conv1` for `stem.conv1`, `backbone.body` for a
+     detector's backbone block); alike modules in the file's numeric order. Ambiguity is an
+     error listing the modules, never a guess;
+3. with `strict` (the default) every pipeline tensor must be filled; `strict=False` keeps the
+   initial weights of what the file lacks (a new classification head) and says which.
+   `num_batches_tracked` counters the file lacks (FrozenBatchNorm2d checkpoints) keep their
+   value. A tensor whose dtype differs is cast only where that loses nothing (float16 into
+   float32, or values that survive the round trip) unless `cast=True`.
 
-When none fits, the error lists missing, unexpected and shape-mismatched keys by name, with
-the expected and found shapes, against the closest candidate.
+Nothing is loaded unless all of it fits. `composer weights SPEC FILE` prints the plan.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-import pickle
-import zipfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from . import _io
-from .errors import ComposerError
+from ._checkpoint import WeightsError, read_checkpoint
+from ._structure import is_counter, match_structure
+
+__all__ = ["Rule", "WeightsSource", "Entry", "LoadReport", "WeightsError", "plan", "load_weights", "map_state_dict",
+           "read_state_dict", "save_weights", "parse_rename", "check_rule"]
 
 SHOW = 8  # keys listed per category in an error
 
 
-class WeightsError(ComposerError):
-    """A weights file cannot be read or does not fit the pipeline (exit code 1)."""
+# ---- rules and sources ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rename rule (`repl` set) or an ignore rule (`repl` None), and where it was written
+    (`weights.rename[0]` in a spec, `--rename '^a\\.=b.'` on the command line)."""
+
+    pattern: str
+    repl: Optional[str] = None
+    where: str = ""
+
+    @property
+    def regex(self) -> re.Pattern:
+        return re.compile(self.pattern)
+
+    def describe(self) -> str:
+        text = f"`{self.pattern}`" + (f" → `{self.repl}`" if self.repl is not None else "")
+        return f"{self.where} ({text})" if self.where else text
+
+
+_GROUP_REF = re.compile(r"\\(\d+)|\\g<([^>]*)>")
+
+
+def check_rule(pattern: str, repl: Optional[str] = None) -> Optional[str]:
+    """Why a rule is unusable (its regex does not compile, its replacement names a group the
+    regex lacks), or None."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        return f"the regex does not compile: {exc}"
+    for num, name in _GROUP_REF.findall(repl or ""):
+        ref = num or name
+        if ref.isdigit() and int(ref) > rx.groups:
+            return f"the replacement refers to group {ref}; the regex has {rx.groups}"
+        if not ref.isdigit() and ref not in rx.groupindex:
+            return f"the replacement refers to group `{ref}`, which the regex does not name"
+    return None
+
+
+def parse_rename(text: str, where: str = "--rename") -> Rule:
+    """`REGEX=REPL` from the command line; split at the last `=` (a regex may hold one)."""
+    pattern, sep, repl = text.rpartition("=")
+    if not sep or not pattern:
+        raise WeightsError(f"{where} {text!r}: expected REGEX=REPLACEMENT, e.g. --rename '^module\\.='")
+    return Rule(pattern, repl, f"{where} '{text}'")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A checkpoint and how to read it: the spec's `weights:` section or `--weights` and its options."""
+
+    file: str
+    rename: tuple[Rule, ...] = ()
+    ignore: tuple[Rule, ...] = ()
+    strict: bool = True
+    cast: bool = False
+
+    def with_options(self, rename: Iterable[Rule] = (), ignore: Iterable[Rule] = (), strict: Optional[bool] = None,
+                     cast: Optional[bool] = None) -> "WeightsSource":
+        return WeightsSource(self.file, (*self.rename, *rename), (*self.ignore, *ignore),
+                             self.strict if strict is None else strict, self.cast if cast is None else cast)
+
+
+WeightsArg = Union[str, os.PathLike, WeightsSource]
+
+
+def as_source(weights: WeightsArg, rename: Iterable[Union[Rule, str, Sequence[str]]] = (),
+              ignore: Iterable[Union[Rule, str]] = (), strict: Optional[bool] = None,
+              cast: Optional[bool] = None) -> WeightsSource:
+    """A `WeightsSource` from a path or a source, with more rules given as `Rule`s, `REGEX=REPL`
+    texts or (regex, replacement) pairs."""
+    src = weights if isinstance(weights, WeightsSource) else WeightsSource(str(weights))
+    rules = []
+    for i, r in enumerate(rename):
+        rule = r if isinstance(r, Rule) else parse_rename(r, f"rename[{i}]") if isinstance(r, str) \
+            else Rule(r[0], r[1], f"rename[{i}]")
+        rules.append(rule)
+    ignores = [r if isinstance(r, Rule) else Rule(r, None, f"ignore[{i}]") for i, r in enumerate(ignore)]
+    for rule in [*rules, *ignores]:
+        problem = check_rule(rule.pattern, rule.repl)
+        if problem:
+            raise WeightsError(f"{'rename' if rule.repl is not None else 'ignore'} rule {rule.describe()}: {problem}")
+    return src.with_options(rules, ignores, strict, cast)
+
+
+# ---- the plan ------------------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One pipeline tensor and where it comes from."""
+
+    key: str                 # pipeline key
+    file_key: str            # the key as written in the file (before renaming)
+    shape: tuple[int, ...]
+    how: str                 # exact | renamed | order | structure
+    detail: str = ""         # the rule, or the module and the file prefix it went to
+    cast: str = ""           # "float16→float32" when the dtype changes
 
 
 @dataclass
 class LoadReport:
-    """What `load_weights` did: the strategy, and keys it loaded, ignored or left initial."""
+    """What a load does or did: the strategy, every tensor's source, and what is left over."""
 
     file: str
-    strategy: str                                   # exact | order | block-prefix | module-paths
+    strategy: str                                          # exact | order | structure
     loaded: int
-    block: Optional[str] = None                     # the block a block-prefix mapping went into
-    ignored: list[str] = field(default_factory=list)        # file keys not used
-    kept_initial: list[str] = field(default_factory=list)   # blocks whose weights were not in the file
+    entries: list[Entry] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)         # file keys that went nowhere
+    ignored: list[str] = field(default_factory=list)        # file keys an ignore rule left out
+    missing: list[str] = field(default_factory=list)        # pipeline keys kept initial (strict=False)
+    kept_initial: list[str] = field(default_factory=list)   # blocks with tensors the file lacks
+    renamed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    _tensors: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return {"file": self.file, "strategy": self.strategy, "loaded": self.loaded, "block": self.block,
-                "ignored": self.ignored, "kept_initial": self.kept_initial}
+        return {"file": self.file, "strategy": self.strategy, "loaded": self.loaded, "renamed": self.renamed,
+                "unused": self.unused, "ignored": self.ignored, "kept_initial": self.kept_initial,
+                "missing": self.missing, "warnings": self.warnings}
 
     def describe(self) -> str:
-        what = {"exact": "by name", "block-prefix": f"into block `{self.block}`", "order": "by order",
-                "module-paths": "by module paths"}[self.strategy]
+        what = {"exact": "by name", "order": "by order", "structure": "by module structure"}[self.strategy]
         text = f"loaded {self.loaded} tensors from {self.file} {what}"
+        if self.renamed:
+            text += f" ({self.renamed} renamed)"
         if self.kept_initial:
             text += f"; initial weights kept for {', '.join(self.kept_initial)}"
+        if self.unused:
+            text += f"; {len(self.unused)} file keys not used ({_names(self.unused)})"
         if self.ignored:
-            text += f"; ignored {len(self.ignored)} file keys ({_names(self.ignored)})"
+            text += f"; {len(self.ignored)} ignored"
         return text
 
 
@@ -80,71 +192,51 @@ def _names(keys, n: int = SHOW) -> str:
 
 
 def _shape(t) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+    return "[" + ", ".join(str(s) for s in tuple(t.shape if hasattr(t, "shape") else t)) + "]"
 
 
-# ---- reading -------------------------------------------------------------------------------
+def _dtype(d: torch.dtype) -> str:
+    return str(d).removeprefix("torch.")
+
+
+def plan(model: nn.Module, weights: WeightsArg, *, rename=(), ignore=(), strict: Optional[bool] = None,
+         cast: Optional[bool] = None) -> LoadReport:
+    """How `weights` (a file, a Hugging Face folder or a `WeightsSource`) maps onto `model`'s
+    state dict, without loading anything. `model` may live on the meta device. Raises
+    WeightsError when it does not fit."""
+    src = as_source(weights, rename, ignore, strict, cast)
+    ck = read_checkpoint(src.file)
+    return _plan(model.state_dict(), ck.tensors, ck.path, ck.ordered, src,
+                 getattr(model, "pipeline_name", "?"), _blocks(model))
+
+
+def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: str = "<weights>", *,
+                   ordered: bool = True, **options) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Map in-memory `tensors` onto `model`'s keys: (pipeline key -> tensor, report).
+    `ordered` says whether the tensors' order is meaningful (False for safetensors)."""
+    src = as_source(file, options.pop("rename", ()), options.pop("ignore", ()), **options)
+    report = _plan(model.state_dict(), dict(tensors), file, ordered, src,
+                   getattr(model, "pipeline_name", "?"), _blocks(model))
+    return dict(report._tensors), report
+
+
+def load_weights(model: nn.Module, weights: WeightsArg, **options) -> LoadReport:
+    """Load a checkpoint into `model` in place (see the module docstring for how keys map);
+    nothing changes unless all of it fits."""
+    report = plan(model, weights, **options)
+    own = model.state_dict()
+    with torch.no_grad():
+        for k, v in report._tensors.items():
+            own[k].copy_(v.to(own[k].dtype))
+    return report
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file, in the file's order. Never unpickles arbitrary objects."""
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights file {path} does not exist")
-    if not path.is_file():
-        raise WeightsError(f"weights path {path} is not a file")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-        try:
-            return dict(load_file(str(path)))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise WeightsError(f"cannot read weights file {path}: {_first_line(exc)} "
-                               "(truncated or not a safetensors file?)") from None
-    if suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise WeightsError(f"refusing to load {path}: it holds objects other than tensors, which only an "
-                               f"unrestricted unpickle could read ({_first_line(exc)}); save a plain state dict "
-                               "or use safetensors") from None
-        except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-            raise WeightsError(f"cannot read weights file {path}: {_first_line(exc)} "
-                               "(truncated or not a torch checkpoint?)") from None
-        return _tensors_of(obj, path)
-    raise WeightsError(f"weights file {path}: unknown format {suffix or '(no suffix)'}; "
-                       "use .safetensors, .pt or .pth")
+    """Tensors of a weights file or Hugging Face folder, in the file's order."""
+    return read_checkpoint(path).tensors
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
-def _tensors_of(obj, path: Path) -> dict[str, torch.Tensor]:
-    # common checkpoint wrappers: {"state_dict": {...}}, {"model": {...}}
-    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model", "model_state_dict", "module"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"weights file {path} holds a {type(obj).__name__}, not a state dict of tensors")
-    out = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            raise WeightsError(f"weights file {path}: entry `{k}` is a {type(v).__name__}, not a tensor")
-        out[str(k)] = v
-    if out and all(k.startswith("module.") for k in out):  # saved from DataParallel
-        out = {k[len("module."):]: v for k, v in out.items()}
-    return out
-
-
-# ---- mapping -------------------------------------------------------------------------------
-
-
-def _block_prefixes(model: nn.Module) -> list[str]:
+def _blocks(model: nn.Module) -> list[str]:
     """Dotted prefixes of the pipeline's blocks (modules that are not scope dicts)."""
     out = []
     for name, mod in model.named_modules():
@@ -157,188 +249,192 @@ def _block_prefixes(model: nn.Module) -> list[str]:
     return out
 
 
-def _diff(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]):
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    mismatched = [k for k in expected if k in found and tuple(expected[k].shape) != tuple(found[k].shape)]
-    return missing, unexpected, mismatched
-
-
-def map_state_dict(model: nn.Module, tensors: Mapping[str, torch.Tensor], file: str = "<weights>",
-                   *, ordered: bool = True) -> tuple[dict[str, torch.Tensor], LoadReport]:
-    """Map `tensors` onto `model`'s state dict keys; raises WeightsError listing what differs.
-
-    `ordered` says whether the file's key order is meaningful (False for safetensors)."""
-    own = model.state_dict()
-    if not tensors:
-        raise WeightsError(f"weights file {file} holds no tensors")
-    # 1. exact keys
-    missing, unexpected, mismatched = _diff(own, tensors)
-    if not missing and not unexpected and not mismatched:
-        return dict(tensors), LoadReport(file, "exact", len(own))
-    candidates = [("exact", None, missing, unexpected, mismatched)]
-    # 2. by order, when the count and every shape agree
-    own_items = list(own.items())
-    file_items = list(tensors.items())
-    if not ordered:
-        order_note = "by order: not for this file (safetensors stores its keys sorted)"
-    elif len(own_items) == len(file_items):
-        bad = [(a, b) for (a, ta), (b, tb) in zip(own_items, file_items) if tuple(ta.shape) != tuple(tb.shape)]
-        if not bad:
-            return ({k: t for (k, _), (_, t) in zip(own_items, file_items)},
-                    LoadReport(file, "order", len(own_items)))
-        order_note = (f"by order: {len(bad)} of {len(own_items)} positions differ in shape, first "
-                      f"`{bad[0][0]}` {_shape(own[bad[0][0]])} vs `{bad[0][1]}` {_shape(tensors[bad[0][1]])}")
-    else:
-        order_note = f"by order: the file has {len(file_items)} tensors, the pipeline {len(own_items)}"
-    # 3. one block's keys without its prefix, then the rest where unambiguous
-    prefixes = _block_prefixes(model)
-    best_block = None
-    for prefix in prefixes:
-        sub = {k[len(prefix) + 1:]: v for k, v in own.items() if k.startswith(prefix + ".")}
-        if not sub:
-            continue
-        m, u, mm = _diff(sub, tensors)
-        score = len(sub) - len(m)
-        if best_block is None or score > best_block[0]:
-            best_block = (score, prefix, sub, m, u, mm)
-    if best_block is not None and best_block[0] > 0:
-        _, prefix, sub, m, u, mm = best_block
-        if not m and not mm and len(u) < len(sub):   # the file is (mostly) this block's weights
-            mapped = {f"{prefix}.{k}": tensors[k] for k in sub}
-            rest = {k: v for k, v in own.items() if not k.startswith(prefix + ".")}
-            extra = _match_rest(rest, {k: tensors[k] for k in u}, prefixes, ordered)
-            mapped.update({own_key: tensors[file_key] for own_key, file_key in extra.items()})
-            used = set(extra.values())
-            others = sorted({_block_of(k, prefixes) for k in rest if k not in extra} - {None})
-            return mapped, LoadReport(file, "block-prefix", len(mapped), block=prefix.replace(".", "/"),
-                                      ignored=[k for k in u if k not in used], kept_initial=others)
-        candidates.append((f"block `{prefix}`", prefix, m, u, mm))
-    # 4. every block under one prefix of the file
-    mapped = _by_module_paths(own, tensors, prefixes, file)
-    if mapped is not None:
-        return mapped, LoadReport(file, "module-paths", len(mapped))
-    # nothing fits: explain against the closest candidate
-    what, prefix, m, u, mm = min(candidates, key=lambda c: len(c[2]) + len(c[3]) + len(c[4]))
-    pre = f"{prefix}." if prefix else ""
-    lines = [f"weights file {file} does not fit pipeline `{getattr(model, 'pipeline_name', '?')}` "
-             f"(closest match: {what})"]
-    if m:
-        lines.append(f"  missing keys ({len(m)}): {_names(pre + k for k in m)}")
-    if u:
-        lines.append(f"  unexpected keys ({len(u)}): {_names(u)}")
-    if mm:
-        lines.append(f"  shape mismatches ({len(mm)}):")
-        for k in mm[:SHOW]:
-            lines.append(f"    {pre}{k}: expected {_shape(own[pre + k])}, found {_shape(tensors[k])}")
-        if len(mm) > SHOW:
-            lines.append(f"    … {len(mm) - SHOW} more")
-    lines.append(f"  also tried {order_note}")
-    lines.append("  hint: is this file for another model, or another depth/width of this one?")
-    raise WeightsError("\n".join(lines))
-
-
-COUNTERS = ("num_batches_tracked",)
-
-
-def _by_module_paths(own: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], prefixes: list[str],
-                     file: str) -> Optional[dict[str, torch.Tensor]]:
-    """Map each block's keys onto the one file prefix that holds them all with equal shapes;
-    None when some block has no such prefix or file tensors are left over."""
-    by_suffix: dict[str, list[str]] = {}
-    for k in tensors:
-        parts = k.split(".")
-        for i in range(len(parts)):
-            by_suffix.setdefault(".".join(parts[i:]), []).append(".".join(parts[:i]))
-    mapped: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    for block in sorted(prefixes, key=len, reverse=True):
-        keys = [k for k in own if k.startswith(block + ".") and k not in mapped]
-        needed = [k for k in keys if k.rpartition(".")[2] not in COUNTERS]
-        if not needed:
-            continue
-        subs = [k[len(block) + 1:] for k in keys]
-        heads = {sub.split(".", 1)[0] for sub in subs}
-        # the block's own keys, or (when they all start with one module, as `features.`) without it
-        for drop in ("", *(f"{h}." for h in heads if len(heads) == 1 and all("." in sub for sub in subs))):
-            options: Optional[set[str]] = None
-            for k, sub in zip(keys, subs):
-                if k not in needed:
-                    continue
-                sub = sub[len(drop):]
-                here = {q for q in by_suffix.get(sub, ())
-                        if tuple(tensors[f"{q}.{sub}" if q else sub].shape) == tuple(own[k].shape)}
-                options = here if options is None else options & here
-                if not options:
-                    break
-            if options:
-                break
-        if not options:
-            return None
-        if len(options) > 1:
-            raise WeightsError(f"weights file {file}: block `{block.replace('.', '/')}` fits the file under "
-                               f"{len(options)} prefixes ({_names(sorted(f'`{q}`' for q in options))}); "
-                               "the mapping is ambiguous")
-        q = options.pop()
-        for k, sub in zip(keys, subs):
-            sub = sub[len(drop):]
-            fk = f"{q}.{sub}" if q else sub
-            if fk in tensors:
-                mapped[k] = tensors[fk]
-                used.add(fk)
-    left = [k for k in tensors if k not in used and k.rpartition(".")[2] not in COUNTERS]
-    missing = [k for k in own if k not in mapped and k.rpartition(".")[2] not in COUNTERS]
-    if left or missing or not mapped:
-        return None
-    return mapped
-
-
-def _match_rest(rest: Mapping[str, torch.Tensor], leftover: Mapping[str, torch.Tensor], prefixes: list[str],
-                ordered: bool) -> dict[str, str]:
-    """Pair the pipeline's remaining tensors with the file's leftover ones, a whole block at a
-    time: by order when the file keeps it and everything agrees, else by shapes that occur
-    exactly once on each side. Returns pipeline key -> file key."""
-    if not rest or not leftover:
-        return {}
-    own_items, file_items = list(rest.items()), list(leftover.items())
-    if ordered and len(own_items) == len(file_items) and all(
-            tuple(a.shape) == tuple(b.shape) for (_, a), (_, b) in zip(own_items, file_items)):
-        return {k: f for (k, _), (f, _) in zip(own_items, file_items)}
-    def unique(items):
-        count: dict[tuple, int] = {}
-        for _, t in items:
-            count[tuple(t.shape)] = count.get(tuple(t.shape), 0) + 1
-        return {tuple(t.shape): k for k, t in items if count[tuple(t.shape)] == 1}
-    own_u, file_u = unique(own_items), unique(file_items)
-    pairs = {k: file_u[shape] for shape, k in own_u.items() if shape in file_u}
-    by_block: dict[Optional[str], list[str]] = {}
-    for k in rest:
-        by_block.setdefault(_block_of(k, prefixes), []).append(k)
-    return {k: pairs[k] for keys in by_block.values() if all(k in pairs for k in keys) for k in keys}
-
-
-def _block_of(key: str, prefixes: list[str]) -> Optional[str]:
-    for p in sorted(prefixes, key=len, reverse=True):
+def _block_of(key: str, blocks: list[str]) -> str:
+    for p in sorted(blocks, key=len, reverse=True):
         if key.startswith(p + "."):
             return p.replace(".", "/")
-    return None
+    return key
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
-    """Load a weights file into `model` in place (see `map_state_dict` for how keys map)."""
-    tensors = read_state_dict(path)
-    ordered = Path(path).suffix.lower() != ".safetensors"
-    mapped, report = map_state_dict(model, tensors, str(path), ordered=ordered)
-    own = model.state_dict()
-    for k, v in mapped.items():  # check everything first: nothing is loaded unless all of it fits
-        target = own[k]
-        if v.dtype != target.dtype and (v.dtype.is_floating_point != target.dtype.is_floating_point):
-            raise WeightsError(f"weights file {path}: `{k}` has dtype {str(v.dtype)[6:]}, the pipeline "
-                               f"{str(target.dtype)[6:]}")
-    with torch.no_grad():
-        for k, v in mapped.items():
-            own[k].copy_(v.to(own[k].dtype))
-    return report
+def _apply_rules(tensors: dict[str, torch.Tensor], src: WeightsSource, file: str):
+    """Ignore, then rename: (tensors by new key, new key -> (file key, rules that changed it),
+    ignored file keys, warnings)."""
+    warnings = []
+    kept, ignored = {}, []
+    hits = [0] * len(src.ignore)
+    for k, v in tensors.items():
+        hit = [i for i, r in enumerate(src.ignore) if r.regex.search(k)]
+        for i in hit:
+            hits[i] += 1
+        if hit:
+            ignored.append(k)
+        else:
+            kept[k] = v
+    warnings += [f"ignore rule {r.describe()} matches no file key" for r, n in zip(src.ignore, hits) if not n]
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, tuple[str, list[Rule]]] = {}
+    hits = [0] * len(src.rename)
+    compiled = [r.regex for r in src.rename]
+    for k, v in kept.items():
+        new, used = k, []
+        for i, (rule, rx) in enumerate(zip(src.rename, compiled)):
+            try:
+                changed = rx.sub(rule.repl, new)
+            except (re.error, IndexError) as exc:
+                raise WeightsError(f"rename rule {rule.describe()} fails on file key `{new}`: {exc}") from None
+            if changed != new:
+                hits[i] += 1
+                used.append(rule)
+                new = changed
+        if new in out:
+            first, rules = origin[new]
+            by = ", ".join(r.describe() for r in dict.fromkeys([*rules, *used]))
+            raise WeightsError(f"weights file {file}: rename rules map file keys `{first}` and `{k}` both onto "
+                               f"`{new}` ({by})")
+        out[new] = v
+        origin[new] = (k, used)
+    warnings += [f"rename rule {r.describe()} matches no file key" for r, n in zip(src.rename, hits) if not n]
+    return out, origin, ignored, warnings
+
+
+def _plan(own: Mapping[str, torch.Tensor], tensors: dict[str, torch.Tensor], file: str, ordered: bool,
+          src: WeightsSource, pipeline: str, blocks: list[str]) -> LoadReport:
+    if not tensors:
+        raise WeightsError(f"weights file {file} holds no tensors")
+    renamed, origin, ignored, warnings = _apply_rules(tensors, src, file)
+    entries: dict[str, Entry] = {}
+    source: dict[str, str] = {}          # pipeline key -> renamed file key
+
+    def add(key: str, fkey: str, how: str, detail: str = "") -> None:
+        entries[key] = Entry(key, origin[fkey][0], tuple(own[key].shape), how, detail)
+        source[key] = fkey
+
+    # 1. renamed keys that are pipeline keys are pinned there
+    for fkey, (orig, rules) in origin.items():
+        if not rules or fkey not in own:
+            continue
+        if tuple(own[fkey].shape) != tuple(renamed[fkey].shape):
+            raise WeightsError(f"weights file {file}: {rules[-1].describe()} turns file key `{orig}` "
+                               f"{_shape(renamed[fkey])} into `{fkey}`, which is {_shape(own[fkey])} in the pipeline")
+        add(fkey, fkey, "renamed", "; ".join(r.describe() for r in rules))
+    rest_own = {k: v for k, v in own.items() if k not in entries}
+    rest_file = {k: v for k, v in renamed.items() if k not in source.values()}
+    strategy, notes = _map_rest(rest_own, rest_file, ordered, add)
+    mapped_files = set(source.values())
+    # a renamed key that went nowhere was a mistake in the rule
+    lost = [(fkey, orig, rules) for fkey, (orig, rules) in origin.items() if rules and fkey not in mapped_files]
+    if lost:
+        lines = [f"weights file {file}: rename rules produce keys the pipeline lacks:"]
+        for fkey, orig, rules in lost[:SHOW]:
+            near = difflib.get_close_matches(fkey, list(own), 1)
+            lines.append(f"  {rules[-1].describe()} turns `{orig}` into `{fkey}`"
+                         + (f" (did you mean `{near[0]}`?)" if near else ""))
+        if len(lost) > SHOW:
+            lines.append(f"  … {len(lost) - SHOW} more")
+        raise WeightsError("\n".join(lines))
+    missing = [k for k in own if k not in entries and not is_counter(k)]
+    left = [k for k in renamed if k not in mapped_files and not is_counter(k)]
+    unused = [origin[k][0] for k in left]
+    if notes.get("ambiguous"):
+        raise WeightsError(_ambiguity_text(file, notes["ambiguous"]))
+    if missing and (src.strict or not entries):
+        raise WeightsError(_misfit_text(file, pipeline, own, renamed, missing, left, src.strict, notes))
+    tensors_out = {k: renamed[f] for k, f in source.items()}
+    _check_dtypes(own, tensors_out, entries, src.cast, file)
+    if unused:
+        warnings.append(f"{len(unused)} file tensors not used: {_names(unused)}")
+    return LoadReport(file, strategy, len(entries), list(entries.values()), unused, ignored, missing,
+                      sorted({_block_of(k, blocks) for k in missing}),
+                      sum(e.how == "renamed" for e in entries.values()), warnings, tensors_out)
+
+
+def _map_rest(own: Mapping[str, torch.Tensor], file: Mapping[str, torch.Tensor], ordered: bool, add) -> tuple[str, dict]:
+    """Map the pipeline keys not pinned by a rename: exact, order, then structure."""
+    needed = [k for k in own if not is_counter(k)]
+    if not needed:
+        return "exact", {}
+    if all(k in file and tuple(file[k].shape) == tuple(own[k].shape) for k in needed):
+        for k in own:
+            if k in file and tuple(file[k].shape) == tuple(own[k].shape):
+                add(k, k, "exact")
+        return "exact", {}
+    notes: dict = {}
+    own_items, file_items = list(own.items()), list(file.items())
+    if not ordered:
+        notes["order"] = "by order: not for this file (safetensors stores its keys sorted)"
+    elif len(own_items) != len(file_items):
+        notes["order"] = f"by order: the file has {len(file_items)} tensors, the pipeline {len(own_items)}"
+    else:
+        bad = [(a, b) for (a, ta), (b, tb) in zip(own_items, file_items) if tuple(ta.shape) != tuple(tb.shape)]
+        if not bad:
+            for (k, _), (f, _) in zip(own_items, file_items):
+                add(k, f, "order")
+            return "order", {}
+        notes["order"] = (f"by order: {len(bad)} of {len(own_items)} positions differ in shape, first "
+                          f"`{bad[0][0]}` {_shape(own[bad[0][0]])} vs `{bad[0][1]}` {_shape(file[bad[0][1]])}")
+    result = match_structure({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in file.items()})
+    for k, f in result.mapping.items():
+        unit, place = result.unit_of[k]
+        add(k, f, "structure", f"{unit} ← {place}")
+    notes["ambiguous"] = result.ambiguous
+    return "structure", notes
+
+
+def _ambiguity_text(file: str, ambiguous) -> str:
+    lines = [f"weights file {file}: the mapping is ambiguous (rename rules can pin these):"]
+    for a in ambiguous[:SHOW]:
+        places = [f"`{p}`" if p else "the file's top level" for p in a.places]
+        lines.append(f"  {_names(f'`{u}`' for u in a.units)} could come from any of {_names(places)}")
+    return "\n".join(lines)
+
+
+def _misfit_text(file: str, pipeline: str, own, renamed, missing: list[str], unused: list[str], strict: bool,
+                 notes: dict) -> str:
+    lines = [f"weights file {file} does not fit pipeline `{pipeline}`: {len(missing)} pipeline tensors have no "
+             "match in the file"]
+    lines.append(f"  not in the file ({len(missing)}): {_names(f'{k} {_shape(own[k])}' for k in missing)}")
+    if unused:
+        lines.append(f"  file tensors not used ({len(unused)}): {_names(f'{k} {_shape(renamed[k])}' for k in unused)}")
+    clash = [k for k in missing if k in renamed and tuple(renamed[k].shape) != tuple(own[k].shape)]
+    if clash:
+        lines.append(f"  shape mismatches ({len(clash)}):")
+        lines += [f"    {k}: expected {_shape(own[k])}, found {_shape(renamed[k])}" for k in clash[:SHOW]]
+        if len(clash) > SHOW:
+            lines.append(f"    … {len(clash) - SHOW} more")
+    if "order" in notes:
+        lines.append(f"  also tried {notes['order']}")
+    if strict:
+        lines.append("  hint: another model or another depth/width of this one? To load what fits and keep the "
+                     "initial weights of the rest, use `strict: false` (--no-strict); rename rules map other names")
+    return "\n".join(lines)
+
+
+def _lossless(v: torch.Tensor, dtype: torch.dtype) -> bool:
+    if v.dtype == dtype:
+        return True
+    if v.dtype == torch.bool or dtype == torch.bool or v.dtype.is_complex or dtype.is_complex:
+        return False
+    same_kind = v.dtype.is_floating_point == dtype.is_floating_point
+    if same_kind and torch.promote_types(v.dtype, dtype) == dtype:
+        return True   # float16 → float32, int32 → int64
+    if v.device.type == "meta":
+        return False
+    back = v.to(dtype).to(v.dtype)
+    return bool(torch.equal(back, v))
+
+
+def _check_dtypes(own, tensors: Mapping[str, torch.Tensor], entries: dict[str, Entry], allow: bool, file: str) -> None:
+    bad = []
+    for k, v in tensors.items():
+        target = own[k].dtype
+        if v.dtype == target:
+            continue
+        entries[k].cast = f"{_dtype(v.dtype)}→{_dtype(target)}"
+        if not allow and not _lossless(v, target):
+            bad.append(f"{k} ({_dtype(v.dtype)} in the file, {_dtype(target)} in the pipeline)")
+    if bad:
+        raise WeightsError(f"weights file {file}: casting {len(bad)} tensors would change their values: "
+                           f"{_names(bad)}; allow it with `cast: true` in the spec's weights section or --allow-cast")
 
 
 # ---- saving --------------------------------------------------------------------------------
@@ -346,17 +442,23 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> LoadReport:
 
 def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Optional[dict[str, str]] = None) -> Path:
     """Write `model`'s state dict as safetensors, atomically (temp file, then `os.replace`)."""
+    return save_tensors(model.state_dict(), path, metadata, getattr(model, "pipeline_name", ""))
+
+
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: Optional[dict[str, str]] = None, pipeline: str = "") -> Path:
+    """Write tensors as safetensors, atomically."""
     from safetensors.torch import save_file
 
     path = Path(path)
     # shared storage (tied weights) must be cloned for safetensors; contiguous for its writer
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    out = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = {"format": "pt", **(metadata or {})}
-    if getattr(model, "pipeline_name", ""):
-        meta.setdefault("composer.pipeline", model.pipeline_name)
+    if pipeline:
+        meta.setdefault("composer.pipeline", pipeline)
     try:
         with _io.atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+            save_file(out, str(tmp), metadata=meta)
     except OSError as exc:
         raise WeightsError(f"cannot write weights to {path}: {exc.strerror or exc}") from None
     return path

@@ -1,4 +1,4 @@
-"""composer.weights: safe loading, key mapping (exact, block prefix, order), clear mismatches."""
+"""composer.weights: safe loading, key mapping (exact, order, structure), strictness, clear mismatches."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 import composer
-from composer.weights import WeightsError, load_weights, read_state_dict, save_weights
+from composer.weights import WeightsError, WeightsSource, load_weights, read_state_dict, save_weights
 
 RESNET18_BLOCK = """\
 pipeline: r18_block
@@ -78,9 +78,15 @@ def test_torchvision_checkpoint_into_a_backbone_block(write_spec, tmp_path):
     torch.save(tv.state_dict(), ckpt)
     pipe = composer.load(write_spec(RESNET18_BLOCK))
     model = pipe.build().eval()
-    rep = load_weights(model, ckpt)
-    assert rep.strategy == "block-prefix" and rep.block == "backbone"
-    assert rep.ignored == ["fc.weight", "fc.bias"] and rep.kept_initial == ["head"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"(?s)2 pipeline tensors have no match.*head.weight \[5, 512\].*"
+                                           r"fc.weight \[1000, 512\].*strict: false"):
+        load_weights(model, ckpt)      # strict by default: the 5-way head is not in the file
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())   # nothing loaded
+    rep = load_weights(model, ckpt, strict=False)
+    assert rep.strategy == "structure" and rep.missing == ["head.weight", "head.bias"]
+    assert rep.unused == ["fc.weight", "fc.bias"] and rep.kept_initial == ["head"]
+    assert torch.equal(model.state_dict()["head.weight"], before["head.weight"])
     x = torch.randn(2, 3, 64, 64)
     tv.fc = torch.nn.Identity()
     with torch.no_grad():
@@ -88,15 +94,16 @@ def test_torchvision_checkpoint_into_a_backbone_block(write_spec, tmp_path):
 
 
 def test_safetensors_checkpoint_fills_backbone_then_head_by_shape(write_spec, tmp_path):
-    """safetensors sorts its keys, so no order: the backbone by prefix, torchvision's fc into
-    the 1000-way head because its shapes occur once on each side."""
+    """safetensors sorts its keys, so no order: the backbone block by its structure at the
+    file's top level, torchvision's `fc` into the 1000-way `head` as a whole module."""
     from safetensors.torch import save_file
     tv = _tv_resnet18()
     ckpt = tmp_path / "resnet18.safetensors"
     save_file(tv.state_dict(), ckpt)
     model = composer.load(write_spec(RESNET18_BLOCK.replace("out_features: 5", "out_features: 1000"))).build().eval()
     rep = load_weights(model, ckpt)
-    assert (rep.strategy, rep.block, rep.ignored, rep.kept_initial) == ("block-prefix", "backbone", [], [])
+    assert (rep.strategy, rep.unused, rep.kept_initial) == ("structure", [], [])
+    assert {e.key: e.file_key for e in rep.entries}["head.weight"] == "fc.weight"
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(image=x)["logits"], tv(x), rtol=1e-4, atol=1e-5)
@@ -188,5 +195,7 @@ def test_export_with_foreign_weights(write_spec, tmp_path):
     ckpt = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), ckpt)
     spec = write_spec(textwrap.dedent(RESNET18_BLOCK))
-    rep = composer.export(composer.load(spec), tmp_path / "out" / "r18.onnx", weights=ckpt)
-    assert rep["weights"]["strategy"] == "block-prefix" and rep["verification"]["passed"]
+    rep = composer.export(composer.load(spec), tmp_path / "out" / "r18.onnx",
+                          weights=WeightsSource(str(ckpt), strict=False))
+    assert rep["weights"]["strategy"] == "structure" and rep["verification"]["passed"]
+    assert rep["weights"]["kept_initial"] == ["head"]
