@@ -73,13 +73,14 @@ class Unit:
         return tuple(sorted(self.rel.items()))
 
     def label(self) -> str:
-        return (self.prefix or "(root)") + (" (own tensors)" if self.own_only and self.prefix else "")
+        return (self.prefix or "(whole model)") + (" (own tensors)" if self.own_only and self.prefix else "")
 
 
 @dataclass
 class Ambiguity:
     units: list[str]
     places: list[str]
+    keys: list[str]          # the pipeline keys of the units
 
 
 @dataclass
@@ -132,7 +133,7 @@ class _Index:
                 continue   # a counter the file lacks keeps its value
             key = join(unit.prefix, r)
             result.mapping[key] = f
-            result.unit_of[key] = (unit.label(), place or "(root)")
+            result.unit_of[key] = (unit.label(), place or "(top level)")
             self.unused.discard(f)
 
 
@@ -185,7 +186,8 @@ def match_structure(own: Mapping[str, Shape], file: Mapping[str, Shape]) -> Stru
                 stuck.append((members, places))
         pending = sorted(waiting, key=lambda u: order[join(u.prefix, next(iter(u.rel)))])
         if not progress:
-            result.ambiguous = [Ambiguity([u.label() for u in m], p) for m, p in stuck]
+            result.ambiguous = [Ambiguity([u.label() for u in m], p, [join(u.prefix, r) for u in m for r in u.rel])
+                                for m, p in stuck]
             result.unmatched.extend(join(u.prefix, r) for u in pending for r in u.rel)
             break
     return result

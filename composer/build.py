@@ -20,6 +20,7 @@ import torch
 
 from . import _io, emit, summary
 from .pipeline import Pipeline
+from .weights import WeightsArg
 
 
 @dataclass
@@ -34,9 +35,10 @@ Progress = Callable[[str], None]
 
 
 def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] = None,
-          progress: Optional[Progress] = None, weights: Optional[str | Path] = None, save_weights: bool = False,
+          progress: Optional[Progress] = None, weights: Optional[WeightsArg] = None, save_weights: bool = False,
           onnx: bool = True, verify: bool = True) -> BuildResult:
-    """Compile `pipe` and write its artifacts; returns where they are and the report."""
+    """Compile `pipe` and write its artifacts; returns where they are and the report.
+    `weights` (a path or a `WeightsSource`) replaces the spec's own `weights:`."""
     step = progress or (lambda msg: None)
     folder = _io.ensure_dir(Path(out_dir) / pipe.name)
     result = BuildResult(folder)
@@ -45,7 +47,7 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
 
     step("compiling")
     t0 = time.perf_counter()
-    model = pipe.build(seed=seed)
+    model = pipe.build(seed=seed, spec_weights=weights is None)
     times["compile_s"] = time.perf_counter() - t0
     weights_step = _weights_step(pipe, model, folder, result, step, weights, save_weights)
 
@@ -99,13 +101,15 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
 
 
 def _weights_step(pipe: Pipeline, model, folder: Path, result: BuildResult, step: Progress,
-                  weights: Optional[str | Path], save_weights: bool) -> dict:
+                  weights: Optional[WeightsArg], save_weights: bool) -> dict:
     """`--weights` (load into the model) and `--save-weights` (write them as safetensors)."""
     from .weights import load_weights, save_weights as save
     info: dict = {}
     if weights is not None:
         step("loading weights")
         info["loaded"] = load_weights(model, weights).to_dict()
+    elif model.weights_report is not None:   # the spec's own `weights:`
+        info["loaded"] = model.weights_report.to_dict()
     if save_weights:
         step("saving weights")
         path = save(model, folder / f"{pipe.name}.safetensors")

@@ -30,6 +30,7 @@ class CompiledPipeline(nn.Module):
     input_names: tuple[str, ...] = ()
     output_names: tuple[str, ...] = ()
     pipeline = None  # the `Pipeline` it was built from (set by `Pipeline.build`)
+    weights_report = None  # how the spec's `weights:` loaded (a `composer.weights.LoadReport`), if it has one
 
     def extra_repr(self) -> str:
         return f"pipeline={self.pipeline_name!r}, inputs={list(self.input_names)}, outputs={list(self.output_names)}"

@@ -472,14 +472,16 @@ def _failure_text(result: dict) -> str:
 # ---- the export ----------------------------------------------------------------------------
 
 
-def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, os.PathLike, None] = None,
+def export(pipe_or_model, path: Union[str, os.PathLike], *, weights=None,
            fp16: bool = False, static: bool = False, opset: Optional[int] = None, verify: bool = True,
            seed: Optional[int] = None, pipeline=None, atol: Optional[float] = None, rtol: Optional[float] = None,
            external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
            progress: Optional[Callable[[str], None]] = None) -> dict:
     """Export a `Pipeline` (built with `seed`) or a built `CompiledPipeline` (whose `pipeline`
-    gives the input types; `pipeline=` overrides it) to ONNX at `path`; returns the report. Raises `ExportError` (exit code 1) and leaves no
-    file at `path` when the export or its verification fails."""
+    gives the input types; `pipeline=` overrides it) to ONNX at `path`; returns the report.
+    `weights` (a path or a `composer.weights.WeightsSource`) is loaded first, in place of the
+    spec's own `weights:`. Raises `ExportError` (exit code 1) and leaves no file at `path`
+    when the export or its verification fails."""
     from .pipeline import Pipeline
 
     say = progress or (lambda msg: None)
@@ -487,7 +489,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
     path = Path(path)
     if isinstance(pipe_or_model, Pipeline):
         pipe = pipe_or_model
-        model = pipe.build(seed=seed)
+        model = pipe.build(seed=seed, spec_weights=weights is None)
     elif isinstance(pipe_or_model, nn.Module):
         model = pipe_or_model
         pipe = pipeline or getattr(model, "pipeline", None)
@@ -499,7 +501,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights: Union[str, 
     name = pipe.name
     _prepare_target(path)
 
-    weights_report = None
+    weights_report = model.weights_report.to_dict() if getattr(model, "weights_report", None) else None
     if weights is not None:
         from .weights import load_weights
         weights_report = load_weights(model, weights).to_dict()

@@ -59,7 +59,7 @@ class Pipeline:
         model.pipeline = self
         if spec_weights and self.resolved.weights and str(device) != "meta":
             from .weights import load_weights
-            load_weights(model, self.resolved.weights)
+            model.weights_report = load_weights(model, self.resolved.weights)
         return model
 
 

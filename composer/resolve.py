@@ -25,6 +25,7 @@ from .overrides import Pending, apply_pending
 from .registry import load_blocks
 from .spec import IDENT_RE, BlockDecl, DimDecl, InputDecl, ParsedSpec, PipelineSpec, Ref, dotted, parse
 from .types import PortType
+from .weights import Rule, WeightsSource, check_rule
 
 MAX_INCLUDE_DEPTH = 16
 MAX_NODES = 1_000_000
@@ -93,7 +94,7 @@ class Resolved:
     name: str
     description: str
     seed: int
-    weights: Optional[str]
+    weights: Optional[WeightsSource]
     file: str
     dims: dict[str, DimDecl]
     inputs: dict[str, Input]
@@ -494,12 +495,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         inputs[name] = Input(name, decl, t, doc.loc(("inputs", name)))
     input_refs = {name: Ref(name, None) for name in raw_inputs}
     outputs = r.spec(parsed, "", (), (str(Path(doc.file).resolve()),), input_refs)
-    weights = None
-    if spec and spec.weights:  # relative to the spec file, checked now rather than at build time
-        weights = str((Path(doc.file).resolve().parent / spec.weights).resolve())
-        if not Path(weights).is_file():
-            r.diags.add(E.FILE_UNREADABLE, f"weights file `{spec.weights}` not found", loc=doc.loc(("weights",)),
-                        path="weights", found=weights, hint="the path is relative to this spec")
+    weights = _weights_source(spec, doc, r.diags) if spec and spec.weights else None
     # class names come from the top-level spec only: a sub-pipeline's own `labels:` is not used
     raw_labels = doc.data.get("labels") if isinstance(doc.data, dict) else None
     labels = check_labels(raw_labels, doc, r.diags) if raw_labels is not None else None
@@ -511,3 +507,29 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         file=doc.file, dims=dims, inputs=inputs, nodes=r.nodes, outputs=outputs, scopes=r.scopes,
         groups=r.groups, max_param_bytes=spec.limits.max_param_bytes if spec else 16 * 1024**3,
         diagnostics=r.diags.items, spec=spec, labels=labels)
+
+
+def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optional[WeightsSource]:
+    """The spec's `weights:` (a path, or a section with rules): the path resolved against the
+    spec's folder and checked now rather than at build time; each rule compiled, errors located."""
+    decl = spec.weights
+    section = not isinstance(decl, str)
+    file = decl.file if section else decl
+    where = ("weights", "file") if section else ("weights",)
+    path = (Path(doc.file).resolve().parent / file).resolve()
+    if not path.exists():
+        diags.add(E.FILE_UNREADABLE, f"weights file `{file}` not found", loc=doc.loc(where), path=".".join(where),
+                  found=str(path), hint="the path is relative to this spec")
+    if not section:
+        return WeightsSource(str(path))
+    rules: dict[str, list[Rule]] = {"rename": [], "ignore": []}
+    for what, items in (("rename", decl.rename), ("ignore", decl.ignore)):
+        for i, item in enumerate(items):
+            pattern, repl = (item if what == "rename" else (item, None))
+            rule = Rule(pattern, repl, f"weights.{what}[{i}]")
+            problem = check_rule(pattern, repl)
+            if problem:
+                diags.add(E.BAD_PATTERN, f"{what} rule {rule.describe()}: {problem}", loc=doc.loc(("weights", what, i)),
+                          path=f"weights.{what}[{i}]", found=pattern)
+            rules[what].append(rule)
+    return WeightsSource(str(path), tuple(rules["rename"]), tuple(rules["ignore"]), decl.strict, decl.cast)

@@ -82,6 +82,18 @@ class InputDecl(_Model):
     description: str = ""
 
 
+class WeightsDecl(_Model):
+    """The `weights:` section: a checkpoint (path relative to the spec, or a Hugging Face
+    folder) and how its keys map (see `composer.weights`)."""
+
+    file: str = Field(min_length=1)
+    rename: list[tuple[str, str]] = Field(default=[], description="[regex, replacement] pairs applied in order "
+                                                                  "to the file's keys before matching")
+    ignore: list[str] = Field(default=[], description="regexes of file keys to leave out")
+    strict: bool = Field(default=True, description="every pipeline tensor must be filled")
+    cast: bool = Field(default=False, description="allow dtype casts that change values")
+
+
 class Limits(_Model):
     max_param_bytes: PosInt = DEFAULT_MAX_PARAM_BYTES
 
@@ -92,7 +104,7 @@ class PipelineSpec(_Model):
     pipeline: str
     description: str = ""
     seed: NonNegInt = 0
-    weights: Optional[str] = None
+    weights: Union[str, WeightsDecl, None] = None
     dims: dict[str, DimDecl] = {}
     inputs: dict[str, InputDecl] = Field(min_length=1)
     blocks: dict[str, dict[str, Any]] = Field(min_length=1)

@@ -169,7 +169,7 @@ class LoadReport:
     def to_dict(self) -> dict:
         return {"file": self.file, "strategy": self.strategy, "loaded": self.loaded, "renamed": self.renamed,
                 "unused": self.unused, "ignored": self.ignored, "kept_initial": self.kept_initial,
-                "missing": self.missing, "warnings": self.warnings}
+                "missing": self.missing, "warnings": self.warnings, "summary": self.describe()}
 
     def describe(self) -> str:
         what = {"exact": "by name", "order": "by order", "structure": "by module structure"}[self.strategy]
@@ -335,15 +335,17 @@ def _plan(own: Mapping[str, torch.Tensor], tensors: dict[str, torch.Tensor], fil
     missing = [k for k in own if k not in entries and not is_counter(k)]
     left = [k for k in renamed if k not in mapped_files and not is_counter(k)]
     unused = [origin[k][0] for k in left]
-    if notes.get("ambiguous"):
-        raise WeightsError(_ambiguity_text(file, notes["ambiguous"]))
-    if missing and (src.strict or not entries):
+    ambiguous = notes.get("ambiguous") or []
+    if ambiguous and set(missing) <= {k for a in ambiguous for k in a.keys}:
+        raise WeightsError(_ambiguity_text(file, ambiguous))   # all else fits: only the choice is open
+    if missing and (src.strict or not entries or ambiguous):
         raise WeightsError(_misfit_text(file, pipeline, own, renamed, missing, left, src.strict, notes))
     tensors_out = {k: renamed[f] for k, f in source.items()}
     _check_dtypes(own, tensors_out, entries, src.cast, file)
     if unused:
         warnings.append(f"{len(unused)} file tensors not used: {_names(unused)}")
-    return LoadReport(file, strategy, len(entries), list(entries.values()), unused, ignored, missing,
+    ordered_entries = [entries[k] for k in own if k in entries]
+    return LoadReport(file, strategy, len(entries), ordered_entries, unused, ignored, missing,
                       sorted({_block_of(k, blocks) for k in missing}),
                       sum(e.how == "renamed" for e in entries.values()), warnings, tensors_out)
 
@@ -384,7 +386,7 @@ def _ambiguity_text(file: str, ambiguous) -> str:
     lines = [f"weights file {file}: the mapping is ambiguous (rename rules can pin these):"]
     for a in ambiguous[:SHOW]:
         places = [f"`{p}`" if p else "the file's top level" for p in a.places]
-        lines.append(f"  {_names(f'`{u}`' for u in a.units)} could come from any of {_names(places)}")
+        lines.append(f"  {_names(f'`{u}`' for u in a.units)} could come from any of {_names(places)} (ambiguous)")
     return "\n".join(lines)
 
 
@@ -401,6 +403,9 @@ def _misfit_text(file: str, pipeline: str, own, renamed, missing: list[str], unu
         lines += [f"    {k}: expected {_shape(own[k])}, found {_shape(renamed[k])}" for k in clash[:SHOW]]
         if len(clash) > SHOW:
             lines.append(f"    … {len(clash) - SHOW} more")
+    if notes.get("ambiguous"):
+        more = _ambiguity_text(file, notes["ambiguous"]).splitlines()[1:]
+        lines += more[:3] + ([f"  … {len(more) - 3} more ambiguous groups"] if len(more) > 3 else [])
     if "order" in notes:
         lines.append(f"  also tried {notes['order']}")
     if strict:

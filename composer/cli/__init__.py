@@ -6,7 +6,7 @@ import typer
 
 from . import blocks, build, resolve, schema, validate
 from . import export, run
-from . import render
+from . import render, weights
 
 app = typer.Typer(
     name="composer",
@@ -24,6 +24,7 @@ app.command("resolve")(resolve.resolve)
 app.command("export")(export.export)
 app.command("run")(run.run)
 app.command("render")(render.render)
+app.command("weights")(weights.weights)
 
 
 def main() -> None:

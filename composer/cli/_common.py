@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -47,6 +47,58 @@ def set_option():
     return typer.Option([], "--set", metavar="BLOCK.PARAM=VALUE",
                         help="Override a param of the spec, checked like the spec (repeatable); VALUE is YAML: "
                              "`--set head.out_features=100`, `--set backbone/conv1.kernel=[3, 3]`.")
+
+
+def weights_option():
+    return typer.Option(None, "--weights", metavar="W",
+                        help="Weights to load (.safetensors, .pt, .pth, or a Hugging Face model folder); replaces "
+                             "the spec's `weights:`.")
+
+
+def rename_option():
+    return typer.Option([], "--rename", metavar="REGEX=REPL",
+                        help="Rename the checkpoint's keys before matching (repeatable, applied in order; split at "
+                             "the last `=`): `--rename '^model\\.='`.")
+
+
+def ignore_option():
+    return typer.Option([], "--ignore", metavar="REGEX", help="Leave out the checkpoint's keys that match (repeatable).")
+
+
+def strict_option():
+    return typer.Option(None, "--strict/--no-strict",
+                        help="Every pipeline tensor must come from the checkpoint (default); --no-strict keeps the "
+                             "initial weights of what it lacks.")
+
+
+def cast_option():
+    return typer.Option(False, "--allow-cast", help="Allow dtype casts that change values (float64 into float32).")
+
+
+def weights_source(pipe, weights, rename: list[str], ignore: list[str], strict: Optional[bool], cast: bool):
+    """The checkpoint the command loads: `--weights` with its options, or the spec's own
+    `weights:` with the options added; None when neither says anything."""
+    from ..weights import Rule, as_source, parse_rename
+    rules = [parse_rename(r) for r in rename]
+    ignores = [Rule(p, None, f"--ignore '{p}'") for p in ignore]
+    if weights is not None:
+        return as_source(weights, rules, ignores, strict, cast or None)
+    if not (rules or ignores or strict is not None or cast):
+        return None
+    spec_source = pipe.resolved.weights
+    if spec_source is None:
+        raise ComposerError("--rename, --ignore, --strict and --allow-cast apply to a checkpoint: give --weights, or "
+                            "a spec with a `weights:` section")
+    return as_source(spec_source, rules, ignores, strict, cast or None)
+
+
+def print_weights(info: Optional[dict]) -> None:
+    """What a load did (one line) and its warnings, on stderr."""
+    if not info:
+        return
+    err.print(info["summary"], markup=False)
+    for w in info["warnings"]:
+        err.print(f"warning: {w}", style="yellow", markup=False)
 
 
 def fail(message: str, code: int = 1) -> None:

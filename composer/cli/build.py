@@ -13,7 +13,8 @@ from rich.table import Table
 from .. import build as build_lib
 from ..pipeline import load
 from ..summary import human, shapes_text
-from ._common import err, handled, out, print_diagnostics, set_option
+from ._common import (cast_option, err, handled, ignore_option, out, print_diagnostics, print_weights, rename_option,
+                      set_option, strict_option, weights_option, weights_source)
 
 
 def build(
@@ -21,7 +22,11 @@ def build(
     out_dir: Path = typer.Option(Path("build"), "-o", "--out", help="Artifacts go to OUT/<pipeline>/."),
     seed: Optional[int] = typer.Option(None, help="Weight init seed (default: the spec's `seed`)."),
     max_param_memory: Optional[int] = typer.Option(None, help="Parameter memory limit in bytes (default 16 GiB)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to load: .safetensors, .pt or .pth."),
+    weights: Optional[Path] = weights_option(),
+    rename: list[str] = rename_option(),
+    ignore: list[str] = ignore_option(),
+    strict: Optional[bool] = strict_option(),
+    allow_cast: bool = cast_option(),
     save_weights: bool = typer.Option(False, "--save-weights", help="Write the weights as <pipeline>.safetensors."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export <pipeline>.onnx, verified against torch."),
     overrides: list[str] = set_option(),
@@ -30,11 +35,13 @@ def build(
     with handled():
         pipe = load(spec, max_param_bytes=max_param_memory, overrides=overrides)
         print_diagnostics(pipe.warnings)
+        source = weights_source(pipe, weights, rename, ignore, strict, allow_cast)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
             task = bar.add_task(f"building {pipe.name}")
             result = build_lib.build(pipe, out_dir, seed=seed,
                                      progress=lambda msg: bar.update(task, description=f"{pipe.name}: {msg}"),
-                                     weights=weights, save_weights=save_weights, onnx=onnx)
+                                     weights=source, save_weights=save_weights, onnx=onnx)
+        print_weights(result.report.get("weights", {}).get("loaded"))
         print_summary(result)
 
 

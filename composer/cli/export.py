@@ -14,13 +14,18 @@ from rich.table import Table
 from .. import _io
 from ..export import export as export_lib
 from ..pipeline import load
-from ._common import err, handled, out, print_diagnostics, set_option
+from ._common import (cast_option, err, handled, ignore_option, out, print_diagnostics, print_weights, rename_option,
+                      set_option, strict_option, weights_option, weights_source)
 
 
 def export(
     spec: Path = typer.Argument(..., help="The spec to export."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The .onnx file (default: <pipeline>.onnx)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to load: .safetensors, .pt or .pth."),
+    weights: Optional[Path] = weights_option(),
+    rename: list[str] = rename_option(),
+    ignore: list[str] = ignore_option(),
+    strict: Optional[bool] = strict_option(),
+    allow_cast: bool = cast_option(),
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights and compute; float32 inputs/outputs."),
     static: bool = typer.Option(False, "--static", help="Fix every dim at its example size."),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check against torch in onnxruntime."),
@@ -34,10 +39,12 @@ def export(
         pipe = load(spec, overrides=overrides)
         print_diagnostics(pipe.warnings)
         target = output or Path(f"{pipe.name}.onnx")
+        source = weights_source(pipe, weights, rename, ignore, strict, allow_cast)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
             task = bar.add_task(f"exporting {pipe.name}")
-            rep = export_lib(pipe, target, weights=weights, fp16=fp16, static=static, opset=opset, verify=verify,
+            rep = export_lib(pipe, target, weights=source, fp16=fp16, static=static, opset=opset, verify=verify,
                              seed=seed, progress=lambda msg: bar.update(task, description=f"{pipe.name}: {msg}"))
+        print_weights(rep.get("weights"))
         print_report(rep)
         if report is not None:
             _io.write_text(report, json.dumps(rep, indent=2) + "\n")

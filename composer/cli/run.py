@@ -18,7 +18,8 @@ from .. import _io, detections
 from ..errors import ComposerError
 from ..inputs import check_inputs, default_sizes, example_size, parse_assignments, random_inputs, read_inputs, symbols_of
 from ..labels import top_k_text
-from ._common import err, handled, out, print_diagnostics, set_option
+from ._common import (cast_option, err, handled, ignore_option, out, print_diagnostics, print_weights, rename_option,
+                      set_option, strict_option, weights_option, weights_source)
 
 LOGIT_KINDS = ("logits", "probs")
 
@@ -42,7 +43,11 @@ def run(
     backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx (default: torch for a spec, onnx "
                                                                  "for an .onnx file)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt (onnx backend only)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights to load into a spec's model."),
+    weights: Optional[Path] = weights_option(),
+    rename: list[str] = rename_option(),
+    ignore: list[str] = ignore_option(),
+    strict: Optional[bool] = strict_option(),
+    allow_cast: bool = cast_option(),
     seed: Optional[int] = typer.Option(None, "--seed", help="Weight init seed (default: the spec's `seed`)."),
     random: bool = typer.Option(False, "--random", help="Seeded random tensors for inputs not given."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the outputs to .npz or .safetensors."),
@@ -65,14 +70,15 @@ def run(
             raise ComposerError(f"unknown backend {backend!r}: choose torch or onnx")
         if is_onnx and backend == "torch":
             raise ComposerError(f"{target} is an ONNX model: it runs with --backend onnx only")
-        if is_onnx and weights is not None:
+        if is_onnx and (weights is not None or rename or ignore or strict is not None or allow_cast):
             raise ComposerError("--weights applies to a spec; an .onnx file carries its own weights")
         if is_onnx and overrides:
             raise ComposerError("--set applies to a spec; an .onnx file is fixed (export it again with --set)")
         if is_onnx:
             ran = _run_onnx_file(target, files, device, random, threads)
         else:
-            ran = _run_spec(target, files, backend, device, weights, seed, random, threads, overrides)
+            ran = _run_spec(target, files, backend, device, (weights, rename, ignore, strict, allow_cast), seed,
+                            random, threads, overrides)
         outputs, kinds = ran.outputs, ran.kinds
         roles = detections.find_outputs(kinds)
         if output is not None and roles is None:
@@ -188,6 +194,7 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
 
     pipe = load(spec, overrides=list(overrides))
     print_diagnostics(pipe.warnings)
+    weights = weights_source(pipe, *weights)
     g = pipe.graph
     inferred = {}
     for n, ref in g.resolved.outputs.items():
@@ -204,7 +211,8 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
         from ..runtime import Session
         with tempfile.TemporaryDirectory(prefix="composer-run-") as tmp:
             path = Path(tmp) / f"{pipe.name}.onnx"
-            export(pipe, path, weights=weights, seed=seed)
+            rep = export(pipe, path, weights=weights, seed=seed)
+            print_weights(rep.get("weights"))
             sess = Session(path, device=device, threads=threads)
             outputs = sess.run(arrays)
             return _Ran(outputs, kinds, f"{pipe.name}: {sess.describe()}", pipe.name, labels, arrays, specs)
@@ -216,11 +224,12 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
         raise ComposerError("device 'cuda' is not usable here: no CUDA device is visible (torch.cuda.is_available() "
                             "is False)")
     dev = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    model = pipe.build(seed=seed)
+    model = pipe.build(seed=seed, spec_weights=weights is None)
+    if weights is None and model.weights_report is not None:
+        print_weights(model.weights_report.to_dict())
     if weights is not None:
         from ..weights import load_weights
-        rep = load_weights(model, weights)
-        err.print(rep.describe(), markup=False)
+        print_weights(load_weights(model, weights).to_dict())
     model = model.to(dev).eval()
     with torch.no_grad():
         result = model(**{n: torch.from_numpy(np.ascontiguousarray(a)).to(dev) for n, a in arrays.items()})
