@@ -513,15 +513,13 @@ def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optiona
     """The spec's `weights:` (a path, or a section with rules): the path resolved against the
     spec's folder and checked now rather than at build time; each rule compiled, errors located."""
     decl = spec.weights
-    section = not isinstance(decl, str)
-    file = decl.file if section else decl
+    section = isinstance(doc.data.get("weights"), dict)
+    file = decl.file
     where = ("weights", "file") if section else ("weights",)
     path = (Path(doc.file).resolve().parent / file).resolve()
     if not path.exists():
         diags.add(E.FILE_UNREADABLE, f"weights file `{file}` not found", loc=doc.loc(where), path=".".join(where),
                   found=str(path), hint="the path is relative to this spec")
-    if not section:
-        return WeightsSource(str(path))
     rules: dict[str, list[Rule]] = {"rename": [], "ignore": []}
     for what, items in (("rename", decl.rename), ("ignore", decl.ignore)):
         for i, item in enumerate(items):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -87,8 +87,8 @@ class WeightsDecl(_Model):
     folder) and how its keys map (see `composer.weights`)."""
 
     file: str = Field(min_length=1)
-    rename: list[tuple[str, str]] = Field(default=[], description="[regex, replacement] pairs applied in order "
-                                                                  "to the file's keys before matching")
+    rename: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        default=[], description="[regex, replacement] pairs applied in order to the file's keys before matching")
     ignore: list[str] = Field(default=[], description="regexes of file keys to leave out")
     strict: bool = Field(default=True, description="every pipeline tensor must be filled")
     cast: bool = Field(default=False, description="allow dtype casts that change values")
@@ -104,12 +104,21 @@ class PipelineSpec(_Model):
     pipeline: str
     description: str = ""
     seed: NonNegInt = 0
-    weights: Union[str, WeightsDecl, None] = None
+    weights: Optional[WeightsDecl] = Field(default=None, json_schema_extra={
+        "anyOf": [{"type": "string"}, {"$ref": "#/$defs/WeightsDecl"}],
+        "description": "a checkpoint (path relative to the spec, or a Hugging Face folder), or a section with "
+                       "`file`, `rename`, `ignore`, `strict`, `cast`"})
     dims: dict[str, DimDecl] = {}
     inputs: dict[str, InputDecl] = Field(min_length=1)
     blocks: dict[str, dict[str, Any]] = Field(min_length=1)
     outputs: dict[str, str] = Field(min_length=1)
     limits: Limits = Limits()
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_path(cls, value: Any) -> Any:
+        """`weights: FILE` is short for `weights: {file: FILE}`."""
+        return {"file": value} if isinstance(value, str) else value
+
     # validated by composer.labels (a built-in name, a list or a file next to the spec)
     labels: Any = Field(default=None, json_schema_extra={
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
@@ -218,8 +227,10 @@ _UNION_TAG = re.compile(r"^(constrained-)?(int|str|float|bool|list|dict|none|tup
 
 
 def pydantic_diagnostics(exc: ValidationError, doc: Doc, base: tuple, fields: list[str],
-                         what: str = "param", extra_names: tuple = ()) -> list[Diagnostic]:
-    """Turn pydantic's errors into located diagnostics under spec path `base`.
+                         what: str = "param", extra_names: tuple = (),
+                         sections: Optional[dict[str, list[str]]] = None) -> list[Diagnostic]:
+    """Turn pydantic's errors into located diagnostics under spec path `base`; `sections`
+    names the fields of nested sections (`weights`), for did-you-mean on their keys.
 
     A union param (`kernel: 3 | [3, 3]`) fails once per member; those merge into one
     diagnostic whose `expected` lists every alternative.
@@ -232,7 +243,7 @@ def pydantic_diagnostics(exc: ValidationError, doc: Doc, base: tuple, fields: li
         typ = err["type"]
         if typ == "extra_forbidden":
             key = loc[-1]
-            parent_fields = fields if len(loc) == 1 else []
+            parent_fields = fields if len(loc) == 1 else (sections or {}).get(loc[0], []) if len(loc) == 2 else []
             hint = did_you_mean(key, parent_fields + list(extra_names)) if parent_fields else None
             out.append(Diagnostic(E.UNKNOWN_PARAM, f"unknown {what} `{key}`", loc=doc.key_loc(path), path=dotted(path),
                                   expected=("one of: " + ", ".join(parent_fields)) if parent_fields else None,
@@ -312,7 +323,8 @@ def parse(doc: Doc) -> ParsedSpec:
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        diags.extend(d for d in pydantic_diagnostics(exc, doc, (), top_fields, what="key")
+        sections = {"weights": list(WeightsDecl.model_fields), "limits": list(Limits.model_fields)}
+        diags.extend(d for d in pydantic_diagnostics(exc, doc, (), top_fields, what="key", sections=sections)
                      if not (d.path.startswith("blocks.") and d.path.count(".") >= 2))
     for i, d in enumerate(diags.items):  # top-level unknown keys are structure errors
         if d.code == E.UNKNOWN_PARAM and "." not in d.path:

@@ -5,10 +5,11 @@ A checkpoint written by another program rarely has our keys. `plan` reads it (se
 `composer._checkpoint`: safetensors, `.pt`/`.pth`/`.bin`, Hugging Face folders), then:
 
 1. drops the file keys an **ignore** rule matches, and applies the **rename** rules (regex →
-   replacement, in order) to the rest. A renamed key that is a pipeline key is pinned there;
-   two file keys renamed onto one key, a renamed key that ends up nowhere, a rule that does
-   not compile: each an error naming the rule. A rule that matches nothing is a warning;
-2. maps what is left, trying in order:
+   replacement, in order) to the rest. A key a rule changed names the pipeline tensor it
+   fills; a rule that does not compile, two file keys renamed onto one, a renamed key the
+   pipeline lacks or holds with another shape: each an error naming the rule and the key.
+   A rule that matches nothing is a warning. Keys no rule changed are matched by:
+2. trying in order:
    - **exact** — every pipeline tensor is in the file under its own name;
    - **order** — the file has as many tensors as the pipeline and every shape agrees position
      by position (a torchvision `.pth` into a spec built from parts). Only for files that keep
@@ -309,20 +310,8 @@ def _plan(own: Mapping[str, torch.Tensor], tensors: dict[str, torch.Tensor], fil
         entries[key] = Entry(key, origin[fkey][0], tuple(own[key].shape), how, detail)
         source[key] = fkey
 
-    # 1. renamed keys that are pipeline keys are pinned there
-    for fkey, (orig, rules) in origin.items():
-        if not rules or fkey not in own:
-            continue
-        if tuple(own[fkey].shape) != tuple(renamed[fkey].shape):
-            raise WeightsError(f"weights file {file}: {rules[-1].describe()} turns file key `{orig}` "
-                               f"{_shape(renamed[fkey])} into `{fkey}`, which is {_shape(own[fkey])} in the pipeline")
-        add(fkey, fkey, "renamed", "; ".join(r.describe() for r in rules))
-    rest_own = {k: v for k, v in own.items() if k not in entries}
-    rest_file = {k: v for k, v in renamed.items() if k not in source.values()}
-    strategy, notes = _map_rest(rest_own, rest_file, ordered, add)
-    mapped_files = set(source.values())
-    # a renamed key that went nowhere was a mistake in the rule
-    lost = [(fkey, orig, rules) for fkey, (orig, rules) in origin.items() if rules and fkey not in mapped_files]
+    # 1. a renamed key names a pipeline tensor: it is pinned there
+    lost = [(fkey, orig, rules) for fkey, (orig, rules) in origin.items() if rules and fkey not in own]
     if lost:
         lines = [f"weights file {file}: rename rules produce keys the pipeline lacks:"]
         for fkey, orig, rules in lost[:SHOW]:
@@ -332,6 +321,17 @@ def _plan(own: Mapping[str, torch.Tensor], tensors: dict[str, torch.Tensor], fil
         if len(lost) > SHOW:
             lines.append(f"  … {len(lost) - SHOW} more")
         raise WeightsError("\n".join(lines))
+    for fkey, (orig, rules) in origin.items():
+        if not rules:
+            continue
+        if tuple(own[fkey].shape) != tuple(renamed[fkey].shape):
+            raise WeightsError(f"weights file {file}: {rules[-1].describe()} turns file key `{orig}` "
+                               f"{_shape(renamed[fkey])} into `{fkey}`, which is {_shape(own[fkey])} in the pipeline")
+        add(fkey, fkey, "renamed", "; ".join(r.describe() for r in rules))
+    rest_own = {k: v for k, v in own.items() if k not in entries}
+    rest_file = {k: v for k, v in renamed.items() if k not in source.values()}
+    strategy, notes = _map_rest(rest_own, rest_file, ordered, add)
+    mapped_files = set(source.values())
     missing = [k for k in own if k not in entries and not is_counter(k)]
     left = [k for k in renamed if k not in mapped_files and not is_counter(k)]
     unused = [origin[k][0] for k in left]
@@ -419,8 +419,9 @@ def _lossless(v: torch.Tensor, dtype: torch.dtype) -> bool:
         return True
     if v.dtype == torch.bool or dtype == torch.bool or v.dtype.is_complex or dtype.is_complex:
         return False
-    same_kind = v.dtype.is_floating_point == dtype.is_floating_point
-    if same_kind and torch.promote_types(v.dtype, dtype) == dtype:
+    if v.dtype.is_floating_point != dtype.is_floating_point:
+        return False  # integers into float weights (or back) only when allowed
+    if torch.promote_types(v.dtype, dtype) == dtype:
         return True   # float16 → float32, int32 → int64
     if v.device.type == "meta":
         return False
