@@ -48,6 +48,8 @@ def spec_schema() -> dict[str, Any]:
                        **_common()},
         "required": ["spec"], "additionalProperties": False,
     })
+    weights = top["properties"]["weights"]   # `weights: FILE` is short for `weights: {file: FILE}`
+    weights["anyOf"] = [{"type": "string"}, *(v for v in weights["anyOf"] if v.get("type") != "null")]
     top["properties"]["blocks"] = {"type": "object", "minProperties": 1,
                                    "additionalProperties": {"oneOf": variants}}
     top["$schema"] = "https://json-schema.org/draft/2020-12/schema"

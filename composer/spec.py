@@ -104,10 +104,9 @@ class PipelineSpec(_Model):
     pipeline: str
     description: str = ""
     seed: NonNegInt = 0
-    weights: Optional[WeightsDecl] = Field(default=None, json_schema_extra={
-        "anyOf": [{"type": "string"}, {"$ref": "#/$defs/WeightsDecl"}],
-        "description": "a checkpoint (path relative to the spec, or a Hugging Face folder), or a section with "
-                       "`file`, `rename`, `ignore`, `strict`, `cast`"})
+    weights: Optional[WeightsDecl] = Field(
+        default=None, description="a checkpoint (path relative to the spec, or a Hugging Face folder), or a "
+                                  "section with `file`, `rename`, `ignore`, `strict`, `cast`")
     dims: dict[str, DimDecl] = {}
     inputs: dict[str, InputDecl] = Field(min_length=1)
     blocks: dict[str, dict[str, Any]] = Field(min_length=1)

@@ -204,3 +204,13 @@ def test_plan_reports_without_loading(tmp_path):
     assert _unchanged(model, before)
     meta = composer.loads(MLP).build(device="meta")      # a plan needs no real tensors
     assert plan(meta, path, rename=RULES, ignore=["^similarity_"]).loaded == 4
+
+
+def test_the_schema_takes_a_path_or_a_section():
+    from composer.schema import spec_schema
+    schema = spec_schema()
+    options = schema["properties"]["weights"]["anyOf"]
+    assert {"type": "string"} in options and {"$ref": "#/$defs/WeightsDecl"} in options
+    section = schema["$defs"]["WeightsDecl"]
+    assert set(section["properties"]) == {"file", "rename", "ignore", "strict", "cast"}
+    assert section["additionalProperties"] is False and section["required"] == ["file"]
