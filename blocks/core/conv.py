@@ -1,21 +1,109 @@
-"""2-D convolution."""
+"""2-D convolution, and TensorFlow-style "same" padding shared by the conv blocks."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal, Optional, Sequence, Union
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from composer.block import Block, In
-from composer.dims import conv_out
+from composer.dims import DimLike, ceildiv, conv_out, floordiv, is_static
 from composer.params import Pad2, PosInt, Size2, pair
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
 
+# ---- TensorFlow "same" padding --------------------------------------------------------------
+
+
+def same_pad(size: DimLike, kernel: int, stride: int = 1, dilation: int = 1) -> Optional[tuple[int, int]]:
+    """TensorFlow's "same" padding (before, after) of one spatial dim, or None where it depends on the size.
+
+    The output is ceil(n / s) and the total padding max((ceil(n/s) - 1)*s + (k-1)*d + 1 - n, 0), the
+    smaller half before. The total depends only on n mod s (it is max((k-1)*d + 1 - (n mod s or s), 0)),
+    so it is one constant when the size is static, the stride is 1, the dim is known to be a multiple
+    of the stride (a `multiple_of` dim), or the kernel spans one pixel; only then is it returned.
+    """
+    span = (kernel - 1) * dilation + 1
+    if span == 1:
+        return 0, 0
+    rem = size - floordiv(size, stride) * stride          # size mod stride, when the dims can tell
+    if not is_static(rem):
+        return None
+    total = max(span - (rem or stride), 0)
+    return total // 2, total - total // 2
+
+
+def same_out(size: DimLike, stride: int) -> DimLike:
+    """The output size of a "same"-padded conv: ceil(size / stride)."""
+    return ceildiv(size, stride)
+
+
+def _runtime_pad(n, kernel: int, stride: int, dilation: int) -> tuple:
+    """`same_pad` of a runtime size (a SymInt under torch.export, exported as shape arithmetic).
+
+    The total is at least span - stride, so the max with 0 is needed only for a kernel span below
+    the stride. Leaving it out otherwise keeps torch.export's size expressions short: the padded
+    size is then (ceil(n/s) - 1)*s + span and the output simply ceil(n/s), where a max would nest
+    into every later layer's size and slow the export by an order of magnitude.
+    """
+    span = (kernel - 1) * dilation + 1
+    total = (n + stride - 1) // stride * stride - stride + span - n
+    if span < stride:
+        total = torch.sym_max(total, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow's "same" padding at any stride: F.pad in forward, then an unpadded conv.
+
+    PyTorch's own `padding="same"` allows only stride 1, and symmetric padding (k - 1) // 2 differs from
+    TensorFlow's at stride 2 on even sizes (TF puts the extra pixel at the bottom/right), so models
+    ported from TensorFlow need this. `pad_h` (top, bottom) and `pad_w` (left, right) are fixed at
+    build time where `same_pad` knows them (so a module built for a static size pads for that size);
+    a None one is computed from the input's shape in forward.
+    Parameters are nn.Conv2d's `weight` and `bias`, so state-dict keys are those of a plain conv.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, dilation=1, groups: int = 1,
+                 bias: bool = True, pad_h: Optional[tuple[int, int]] = None, pad_w: Optional[tuple[int, int]] = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias)
+        self.pad_h, self.pad_w = pad_h, pad_w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = self.pad_h if self.pad_h is not None else _runtime_pad(x.shape[-2], kh, sh, dh)
+        left, right = self.pad_w if self.pad_w is not None else _runtime_pad(x.shape[-1], kw, sw, dw)
+        x = F.pad(x, (left, right, top, bottom))                 # (B, C, H + top + bottom, W + left + right)
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        show = lambda p: "runtime" if p is None else p  # noqa: E731
+        return f"{super().extra_repr()}, same_pad_h={show(self.pad_h)}, same_pad_w={show(self.pad_w)}"
+
+
+def same_conv2d(cin: int, cout: int, kernel, stride=1, dilation=1, groups: int = 1, bias: bool = True, *,
+                size: Sequence[DimLike]) -> nn.Conv2d:
+    """A conv with TensorFlow "same" padding for inputs of spatial size `size` ((H, W), ints or dims):
+    a plain nn.Conv2d where that padding is fixed and symmetric, else a `Conv2dSame`."""
+    k, s, d = pair(kernel), pair(stride), pair(dilation)
+    ph, pw = (same_pad(n, k[i], s[i], d[i]) for i, n in enumerate(size))
+    if ph is not None and pw is not None and ph[0] == ph[1] and pw[0] == pw[1]:
+        return nn.Conv2d(cin, cout, k, s, (ph[0], pw[0]), d, groups, bias)
+    return Conv2dSame(cin, cout, k, s, d, groups, bias, ph, pw)
+
+
+# ---- the block ------------------------------------------------------------------------------
+
 
 @register
 class Conv2d(Block):
-    """2-D convolution over [B, C, H, W]; input channels are inferred."""
+    """2-D convolution over [B, C, H, W]; input channels are inferred.
+
+    `padding: same` is TensorFlow's "same" at any stride: output ceil(H / stride), the odd pixel of
+    padding at the bottom/right.
+    """
     name: ClassVar[str] = "conv2d"
     family: ClassVar[str] = "core"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, C_in, H, W]")}
@@ -41,10 +129,7 @@ class Conv2d(Block):
         self._in_channels(x)
         k, s, d = pair(self.kernel), pair(self.stride), pair(self.dilation)
         if self.padding == "same":
-            if s != (1, 1):
-                raise InferError("padding 'same' needs stride 1", param="padding", expected="stride 1",
-                                 found=f"stride {self.stride}")
-            h, w = x.shape[2], x.shape[3]
+            h, w = same_out(x.shape[2], s[0]), same_out(x.shape[3], s[1])
         else:
             p = pair(self.padding)
             h = conv_out(x.shape[2], k[0], s[0], p[0], d[0])
@@ -62,6 +147,8 @@ class Conv2d(Block):
         return self.out_channels * (c // self.groups) * k[0] * k[1] + (self.out_channels if self.bias else 0)
 
     def build(self, x: PortType) -> nn.Module:
-        padding = self.padding if self.padding == "same" else pair(self.padding)
-        return nn.Conv2d(x.shape[1], self.out_channels, pair(self.kernel), pair(self.stride), padding,
+        if self.padding == "same":
+            return same_conv2d(x.shape[1], self.out_channels, self.kernel, self.stride, self.dilation, self.groups,
+                               self.bias, size=x.shape[2:])
+        return nn.Conv2d(x.shape[1], self.out_channels, pair(self.kernel), pair(self.stride), pair(self.padding),
                          pair(self.dilation), self.groups, self.bias)

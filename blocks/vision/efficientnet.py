@@ -7,19 +7,19 @@ so its state dicts load with identical keys.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from composer.block import Block, In
-from composer.dims import conv_out
+from composer.dims import DimLike
 from composer.params import Activation, Eps, PosFloat, PosInt, Prob
 from composer.registry import register
 from composer.types import PortType
 
-from .layers import (ClassifierHead, ConvBNAct, ConvBNActBlock, SqueezeExcitation, build_plan, in_channels,
-                     init_cnn, make_divisible, map_type, plan_outputs)
+from .layers import (ClassifierHead, ConvBNAct, ConvBNActBlock, Padding, SqueezeExcitation, build_plan, in_channels,
+                     init_cnn, make_divisible, map_type, padded_out, plan_outputs, same_size)
 
 # B0 stages: expand ratio, kernel, stride, in, out, layers
 _STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
@@ -54,20 +54,24 @@ class StochasticDepth(nn.Module):
 
 
 class MBConvModule(nn.Module):
-    """`block` = [1x1 expand,] depthwise, squeeze-excite, 1x1 project; stochastic-depth residual."""
+    """`block` = [1x1 expand,] depthwise, [squeeze-excite,] 1x1 project; stochastic-depth residual.
 
-    def __init__(self, cin: int, cout: int, hidden: int, kernel: int, stride: int, squeeze: int,
-                 activation: Activation, sd_prob: float, eps: float, momentum: float):
+    `squeeze` None leaves the squeeze-excite out; `same` is the input's (H, W) when the depthwise
+    conv pads as TensorFlow's "same" (see ConvBNAct).
+    """
+
+    def __init__(self, cin: int, cout: int, hidden: int, kernel: int, stride: int, squeeze: Optional[int],
+                 activation: Activation, sd_prob: float, eps: float, momentum: float,
+                 same: Optional[Sequence[DimLike]] = None):
         super().__init__()
         bn = dict(eps=eps, momentum=momentum)
         layers: list[nn.Module] = []
         if hidden != cin:
             layers.append(ConvBNAct(cin, hidden, 1, activation=activation, **bn))
-        layers += [
-            ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, activation=activation, **bn),
-            SqueezeExcitation(hidden, squeeze, activation, "sigmoid"),
-            ConvBNAct(hidden, cout, 1, activation="none", **bn),
-        ]
+        layers.append(ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, activation=activation, same=same, **bn))
+        if squeeze is not None:
+            layers.append(SqueezeExcitation(hidden, squeeze, activation, "sigmoid"))
+        layers.append(ConvBNAct(hidden, cout, 1, activation="none", **bn))
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(sd_prob)
         self.use_res_connect = stride == 1 and cin == cout
@@ -81,7 +85,12 @@ class MBConvModule(nn.Module):
 
 @register
 class MBConv(Block):
-    """EfficientNet mobile inverted bottleneck: expand, depthwise, squeeze-excite, project, skip."""
+    """EfficientNet mobile inverted bottleneck: expand, depthwise, squeeze-excite, project, skip.
+
+    The depthwise conv pads (kernel - 1) // 2 (torchvision); `padding: same` is TensorFlow's "same"
+    (ceil(H/s), the odd pixel at the bottom/right), as EfficientNets ported from TensorFlow need.
+    `se_reduction: null` leaves the squeeze-excite out.
+    """
     name: ClassVar[str] = "mbconv"
     family: ClassVar[str] = "vision"
     inputs: ClassVar = {"x": In("feature_map", doc="[B, C_in, H, W]")}
@@ -89,31 +98,34 @@ class MBConv(Block):
     kernel: Literal[3, 5, 7] = 3
     stride: Literal[1, 2] = 1
     expand_ratio: PosFloat = 6.0          # expanded = make_divisible(C_in * expand_ratio, 8)
-    se_reduction: PosInt = 4              # squeeze channels = max(1, C_in // se_reduction)
+    se_reduction: Optional[PosInt] = 4    # squeeze channels = max(1, C_in // se_reduction); null: no SE
+    padding: Padding = "symmetric"        # or TensorFlow's "same"
     activation: Activation = "silu"
     stochastic_depth_prob: Prob = 0.0     # residual drop rate in training; identity in eval
     eps: Eps = 1e-5
     momentum: Prob = 0.1
 
-    def _channels(self, x: PortType) -> tuple[int, int, int]:
+    def _channels(self, x: PortType) -> tuple[int, int, Optional[int]]:
         c = in_channels(x, "an mbconv")
-        return c, make_divisible(c * self.expand_ratio, 8), max(1, c // self.se_reduction)
+        squeeze = None if self.se_reduction is None else max(1, c // self.se_reduction)
+        return c, make_divisible(c * self.expand_ratio, 8), squeeze
 
     def infer(self, x: PortType) -> PortType:
         self._channels(x)
-        p = (self.kernel - 1) // 2
-        h, w = conv_out(x.shape[2], self.kernel, self.stride, p), conv_out(x.shape[3], self.kernel, self.stride, p)
+        h = padded_out(x.shape[2], self.kernel, self.stride, 1, self.padding)
+        w = padded_out(x.shape[3], self.kernel, self.stride, 1, self.padding)
         return map_type(x, self.out_channels, h, w)
 
     def param_count(self, x: PortType) -> int:
         c, e, s = self._channels(x)
         expand = c * e + 2 * e if e != c else 0
-        return expand + e * self.kernel ** 2 + 2 * e + (2 * e * s + e + s) + e * self.out_channels + 2 * self.out_channels
+        se = 0 if s is None else 2 * e * s + e + s
+        return expand + e * self.kernel ** 2 + 2 * e + se + e * self.out_channels + 2 * self.out_channels
 
     def build(self, x: PortType) -> nn.Module:
         c, e, s = self._channels(x)
         return MBConvModule(c, self.out_channels, e, self.kernel, self.stride, s, self.activation,
-                            self.stochastic_depth_prob, self.eps, self.momentum)
+                            self.stochastic_depth_prob, self.eps, self.momentum, same_size(x, self.padding))
 
 
 @register

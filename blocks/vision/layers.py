@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from blocks.core.activations import make_activation
+from blocks.core.conv import same_conv2d, same_out
 from composer.block import Block, In
-from composer.dims import conv_out
+from composer.dims import DimLike, conv_out
 from composer.params import Activation, Eps, PosInt, Prob, Size2, pair
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
@@ -36,6 +37,21 @@ def in_channels(x: PortType, what: str) -> int:
     return expect_static(x.shape[1], "x", f"the channel count of {what} input")
 
 
+Padding = Literal["symmetric", "same"]  # (k - 1) // 2 * dilation every side (torchvision), or TensorFlow's "same"
+
+
+def padded_out(size: DimLike, kernel: int, stride: int, dilation: int, padding: Padding) -> DimLike:
+    """The output size of a conv that pads by `padding` (both give ceil(size / stride) for odd kernels)."""
+    if padding == "same":
+        return same_out(size, stride)
+    return conv_out(size, kernel, stride, (kernel - 1) // 2 * dilation, dilation)
+
+
+def same_size(x: PortType, padding: Padding) -> Optional[tuple[DimLike, DimLike]]:
+    """The input's (H, W) when a conv pads as TensorFlow's "same" (what ConvBNAct's `same` takes), else None."""
+    return (x.shape[2], x.shape[3]) if padding == "same" else None
+
+
 def map_type(x: PortType, channels: int, h, w) -> PortType:
     """A feature map [B, channels, h, w] of x's batch and dtype (an image becomes a feature_map)."""
     return PortType("feature_map", (x.shape[0], channels, h, w), x.dtype)
@@ -45,17 +61,22 @@ def map_type(x: PortType, channels: int, h, w) -> PortType:
 
 
 class ConvBNAct(nn.Sequential):
-    """conv (no bias) -> BatchNorm2d -> activation: torchvision's Conv2dNormActivation layout."""
+    """conv (no bias) -> BatchNorm2d -> activation: torchvision's Conv2dNormActivation layout.
+
+    The conv pads (k - 1) // 2 * dilation on every side; with `same` (the input's (H, W), ints or
+    symbolic dims) it pads as TensorFlow's "same" instead (blocks/core/conv.py), under the same keys.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int] = 3, stride: int | tuple[int, int] = 1,
                  groups: int = 1, dilation: int = 1, activation: Activation = "relu", eps: float = 1e-5,
-                 momentum: float = 0.1):
+                 momentum: float = 0.1, same: Optional[Sequence[DimLike]] = None):
         k = pair(kernel) if isinstance(kernel, int) else kernel
-        padding = ((k[0] - 1) // 2 * dilation, (k[1] - 1) // 2 * dilation)
-        layers: list[nn.Module] = [
-            nn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups, bias=False),
-            nn.BatchNorm2d(cout, eps=eps, momentum=momentum),
-        ]
+        if same is None:
+            padding = ((k[0] - 1) // 2 * dilation, (k[1] - 1) // 2 * dilation)
+            conv = nn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups, bias=False)
+        else:
+            conv = same_conv2d(cin, cout, k, stride, dilation, groups, False, size=same)
+        layers: list[nn.Module] = [conv, nn.BatchNorm2d(cout, eps=eps, momentum=momentum)]
         if activation != "none":
             layers.append(make_activation(activation))
         super().__init__(*layers)
@@ -171,7 +192,8 @@ def backbone_outputs(x: PortType, maps: Sequence[tuple[str, PortType, int]], poo
 class ConvBNActBlock(Block):
     """Convolution (no bias), batch norm and activation: torchvision's Conv2dNormActivation.
 
-    Padding is (kernel - 1) // 2 * dilation, so stride 1 keeps H and W and stride s gives ceil(H/s).
+    Padding is (kernel - 1) // 2 * dilation, so stride 1 keeps H and W and stride s gives ceil(H/s)
+    for odd kernels; `padding: same` is TensorFlow's "same" (ceil(H/s), the odd pixel at the bottom/right).
     """
     name: ClassVar[str] = "conv_bn_act"
     family: ClassVar[str] = "vision"
@@ -181,6 +203,7 @@ class ConvBNActBlock(Block):
     stride: Size2 = 1
     dilation: PosInt = 1
     groups: Union[PosInt, Literal["depthwise"]] = 1
+    padding: Padding = "symmetric"
     activation: Activation = "relu"
     eps: Eps = 1e-5
     momentum: Prob = 0.1
@@ -197,8 +220,8 @@ class ConvBNActBlock(Block):
     def infer(self, x: PortType) -> PortType:
         self._groups(x)
         k, s, d = pair(self.kernel), pair(self.stride), self.dilation
-        h = conv_out(x.shape[2], k[0], s[0], (k[0] - 1) // 2 * d, d)
-        w = conv_out(x.shape[3], k[1], s[1], (k[1] - 1) // 2 * d, d)
+        h = padded_out(x.shape[2], k[0], s[0], d, self.padding)
+        w = padded_out(x.shape[3], k[1], s[1], d, self.padding)
         for dim in (h, w):
             if isinstance(dim, int) and dim < 1:
                 raise InferError("the kernel is larger than the (padded) input", param="kernel",
@@ -213,7 +236,7 @@ class ConvBNActBlock(Block):
     def build(self, x: PortType) -> nn.Module:
         c, g = self._groups(x)
         return ConvBNAct(c, self.out_channels, pair(self.kernel), pair(self.stride), g, self.dilation,
-                         self.activation, self.eps, self.momentum)
+                         self.activation, self.eps, self.momentum, same_size(x, self.padding))
 
 
 @register

@@ -6,19 +6,19 @@ Module names mirror torchvision's `MobileNetV2` / `MobileNetV3` (`features.N...`
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from composer.block import Block, In
-from composer.dims import conv_out
+from composer.dims import DimLike
 from composer.params import Activation, Eps, PosFloat, PosInt, Prob
 from composer.registry import register
 from composer.types import InferError, PortType
 
-from .layers import (ClassifierHead, ConvBNAct, ConvBNActBlock, SqueezeExcitation, build_plan, in_channels,
-                     init_cnn, make_divisible, map_type, plan_outputs)
+from .layers import (ClassifierHead, ConvBNAct, ConvBNActBlock, Padding, SqueezeExcitation, build_plan, in_channels,
+                     init_cnn, make_divisible, map_type, padded_out, plan_outputs, same_size)
 
 # MobileNetV2: expand ratio t, channels c, repeats n, first stride s
 _V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -45,16 +45,20 @@ _V3 = {
 
 
 class InvertedResidualV2(nn.Module):
-    """MobileNetV2 block: `conv` = [1x1 expand,] depthwise, 1x1 project conv + norm; residual when shapes keep."""
+    """MobileNetV2 block: `conv` = [1x1 expand,] depthwise, 1x1 project conv + norm; residual when shapes keep.
+
+    `same`: the input's (H, W) when the depthwise conv pads as TensorFlow's "same" (see ConvBNAct).
+    """
 
     def __init__(self, cin: int, cout: int, hidden: int, kernel: int, stride: int, activation: Activation,
-                 eps: float, momentum: float):
+                 eps: float, momentum: float, same: Optional[Sequence[DimLike]] = None):
         super().__init__()
         layers: list[nn.Module] = []
         if hidden != cin:
             layers.append(ConvBNAct(cin, hidden, 1, activation=activation, eps=eps, momentum=momentum))
         layers += [
-            ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, activation=activation, eps=eps, momentum=momentum),
+            ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, activation=activation, eps=eps, momentum=momentum,
+                      same=same),
             nn.Conv2d(hidden, cout, 1, 1, 0, bias=False),
             nn.BatchNorm2d(cout, eps=eps, momentum=momentum),
         ]
@@ -66,16 +70,19 @@ class InvertedResidualV2(nn.Module):
 
 
 class InvertedResidualV3(nn.Module):
-    """MobileNetV3 block: `block` = [expand,] depthwise, [squeeze-excite,] project; residual when shapes keep."""
+    """MobileNetV3 block: `block` = [expand,] depthwise, [squeeze-excite,] project; residual when shapes keep.
+
+    `same`: the input's (H, W) when the depthwise conv pads as TensorFlow's "same" (see ConvBNAct).
+    """
 
     def __init__(self, cin: int, cout: int, hidden: int, kernel: int, stride: int, activation: Activation,
-                 se: bool, eps: float, momentum: float):
+                 se: bool, eps: float, momentum: float, same: Optional[Sequence[DimLike]] = None):
         super().__init__()
         layers: list[nn.Module] = []
         if hidden != cin:
             layers.append(ConvBNAct(cin, hidden, 1, activation=activation, eps=eps, momentum=momentum))
         layers.append(ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, activation=activation, eps=eps,
-                                momentum=momentum))
+                                momentum=momentum, same=same))
         if se:
             layers.append(SqueezeExcitation(hidden, make_divisible(hidden // 4, 8), "relu", "hardsigmoid"))
         layers.append(ConvBNAct(hidden, cout, 1, activation="none", eps=eps, momentum=momentum))
@@ -92,6 +99,8 @@ class InvertedResidual(Block):
     """MobileNet inverted residual: 1x1 expand, depthwise conv, [SE,] 1x1 linear project, skip.
 
     `style` picks the module layout (and norm defaults) of torchvision's MobileNetV2 or V3 block.
+    The depthwise conv pads (kernel - 1) // 2 (torchvision); `padding: same` is TensorFlow's "same"
+    (ceil(H/s), the odd pixel at the bottom/right), as MobileNets ported from TensorFlow need.
     """
     name: ClassVar[str] = "inverted_residual"
     family: ClassVar[str] = "vision"
@@ -102,6 +111,7 @@ class InvertedResidual(Block):
     expand_ratio: PosFloat = 6.0
     expanded_channels: Optional[PosInt] = None  # overrides expand_ratio
     se: bool = False
+    padding: Padding = "symmetric"
     activation: Activation = "relu6"
     style: Literal["v2", "v3"] = "v2"
     eps: Optional[Eps] = None        # default 1e-5 (v2) or 1e-3 (v3), as torchvision
@@ -117,20 +127,21 @@ class InvertedResidual(Block):
 
     def infer(self, x: PortType) -> PortType:
         self._hidden(x)
-        p = (self.kernel - 1) // 2
-        h, w = conv_out(x.shape[2], self.kernel, self.stride, p), conv_out(x.shape[3], self.kernel, self.stride, p)
+        h = padded_out(x.shape[2], self.kernel, self.stride, 1, self.padding)
+        w = padded_out(x.shape[3], self.kernel, self.stride, 1, self.padding)
         return map_type(x, self.out_channels, h, w)
 
     def build(self, x: PortType) -> nn.Module:
         c, hidden = self._hidden(x)
+        same = same_size(x, self.padding)
         v3 = self.style == "v3"
         eps = self.eps if self.eps is not None else (1e-3 if v3 else 1e-5)
         momentum = self.momentum if self.momentum is not None else (0.01 if v3 else 0.1)
         if v3:
             return InvertedResidualV3(c, self.out_channels, hidden, self.kernel, self.stride, self.activation,
-                                      self.se, eps, momentum)
+                                      self.se, eps, momentum, same)
         return InvertedResidualV2(c, self.out_channels, hidden, self.kernel, self.stride, self.activation, eps,
-                                  momentum)
+                                  momentum, same)
 
 
 @register

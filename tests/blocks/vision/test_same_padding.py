@@ -97,6 +97,7 @@ def test_conv2d_matches_explicit_pad(kernel, stride, dilation, how):
         assert tuple(out.shape) == inferred(block, x, h, w)
         torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
         assert block.param_count(x=x) == n_params(conv)
+        assert list(conv.state_dict()) == ["weight", "bias"]           # the keys of any conv2d
 
 
 @pytest.mark.parametrize("kernel", [2, 3, 5])
@@ -147,10 +148,8 @@ def _check_block(block, ref: nn.Module, cin: int, how: str, sizes):
         assert list(ours.state_dict()) == list(ref.state_dict())
         ours.load_state_dict(ref.state_dict())                                 # copied in by key
         ours.eval()
-        convs = same_convs(ours)
-        assert len(convs) == 1 and convs[0].groups == (convs[0].in_channels if block.name != "conv_bn_act" else 1)
-        fixed = convs[0].pad_h is not None and convs[0].pad_w is not None
-        assert fixed == (how != "runtime")
+        (conv,) = same_convs(ours)                                              # the stride-2 (depthwise) conv
+        assert (conv.pad_h is not None and conv.pad_w is not None) == (how != "runtime")
         inp = torch.randn(2, cin, h, w)
         with torch.no_grad():
             out = ours(inp)
@@ -297,7 +296,7 @@ def test_onnx_runtime_padding(tmp_path):
     ver = rep["verification"]
     assert ver["passed"] and ver["max_abs"] < 1e-4
     assert [r["sizes"] for r in ver["runs"]] == [{"B": 1, "H": 63, "W": 47}, {"B": 2, "H": 64, "W": 50}]
-    assert rep["outputs"][0]["shape"][2:] != [4, 3]          # still dynamic
+    assert all(isinstance(d, str) for d in rep["outputs"][0]["shape"][2:])     # still dynamic
     pads = _pad_inputs_from_shapes(tmp_path / "m.onnx")
     assert len(pads) == 4 and all(pads)
     sess = Session(tmp_path / "m.onnx", device="cpu")
@@ -324,5 +323,5 @@ def test_onnx_constant_padding(tmp_path):
                                                    ((1, 2), (1, 2))]
     rep = export(model, tmp_path / "c.onnx")
     assert rep["verification"]["passed"] and rep["verification"]["max_abs"] < 1e-4
-    pads = _pad_inputs_from_shapes(tmp_path / "c.onnx")
-    assert len(pads) == 4 and not any(pads)
+    assert "Shape" not in {n.op_type for n in onnx.load(str(tmp_path / "c.onnx")).graph.node}
+    assert not any(_pad_inputs_from_shapes(tmp_path / "c.onnx"))   # constant (the exporter may fold them into Conv)
