@@ -62,6 +62,12 @@ class Block(Params):
     outputs: ClassVar[tuple[str, ...]] = ("out",)  # documented output ports (infer decides)
     internal: ClassVar[bool] = False  # internal blocks stay out of the catalog and schema
     passthrough: ClassVar[bool] = False  # compiled as a plain alias of its single input
+    stage: ClassVar[str] = "core"  # "pre": runs in Python before the tensor core (a tokenizer), never exported
+    path_params: ClassVar[tuple[str, ...]] = ()  # params naming files: resolved against the spec's folder
+
+    def build_stage(self, **inputs: PortType):
+        """A pre-processing block's runtime: a callable from raw input values to its output arrays."""
+        raise NotImplementedError
 
     def infer(self, **inputs: PortType) -> PortType | dict[str, PortType]:
         raise NotImplementedError

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import ComposerError
 from .graph import Graph, node_seed
+from .stages import PreStage, core_inputs
 from .types import PortType
 
 
@@ -31,6 +32,15 @@ class CompiledPipeline(nn.Module):
     output_names: tuple[str, ...] = ()
     pipeline = None  # the `Pipeline` it was built from (set by `Pipeline.build`)
     weights_report = None  # how the spec's `weights:` loaded (a `composer.weights.LoadReport`), if it has one
+
+    _pre_stage = None
+
+    def preprocess(self, **raw):
+        """Run the pre-processing blocks (a tokenizer) on raw inputs, `text=["…", …]`: returns the
+        arrays this module (and its ONNX export) takes, by input name."""
+        if self._pre_stage is None:
+            self._pre_stage = PreStage(self.pipeline.graph)
+        return self._pre_stage(raw)
 
     def extra_repr(self) -> str:
         return f"pipeline={self.pipeline_name!r}, inputs={list(self.input_names)}, outputs={list(self.output_names)}"
@@ -91,9 +101,9 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
     used: set[str] = set()
     var: dict[tuple[str, Optional[str]], str] = {}
     args = []
-    for name in r.inputs:
+    for name, ci in core_inputs(graph).items():   # spec inputs, and what pre-processing blocks produce
         v = _var(name, used)
-        var[(name, "out")] = v
+        var[(ci.node, ci.port or "out")] = v
         args.append(v)
     # statements: (source lines, variables read, variables written)
     stmts: list[tuple[list[str], set[str], list[str]]] = []
@@ -101,6 +111,8 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
         node = graph.nodes[name]
         outs = graph.types[name]
         cls = type(node.block)
+        if cls.stage == "pre":
+            continue
         call_args, reads = [], set()
         for port, spec_port in cls.inputs.items():
             if port not in node.bindings:
@@ -168,11 +180,11 @@ def compile_graph(graph: Graph, *, seed: Optional[int] = None, device: Optional[
     model = cls()
     model.code = source
     model.pipeline_name = r.name
-    model.input_names = tuple(r.inputs)
+    model.input_names = tuple(core_inputs(graph))
     model.output_names = tuple(r.outputs)
     for name in graph.order:
         node = graph.nodes[name]
-        if type(node.block).passthrough:
+        if type(node.block).passthrough or type(node.block).stage == "pre":
             continue
         if str(device) == "meta":  # shapes only: no values, so no seeding
             with torch.device("meta"):

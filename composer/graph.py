@@ -111,6 +111,19 @@ def analyze(resolved: Resolved, *, max_param_bytes: Optional[int] = None) -> Gra
                       hint="a pipeline is a DAG: break the loop (repeat: N stacks a block N times)")
             in_cycle |= comp
 
+    # a pre-processing block (a tokenizer) runs before the tensor core: it reads spec inputs and
+    # other pre-processing blocks only
+    for name, node in nodes.items():
+        if node.block is None or type(node.block).stage != "pre":
+            continue
+        for src, _, data in dag.in_edges(name, data=True):
+            other = nodes.get(src)
+            if other is not None and (other.block is None or type(other.block).stage != "pre"):
+                diags.add(E.BAD_BINDING, f"pre-processing block `{name}` reads `{src}`, a block of the tensor core",
+                          loc=data["ref"].loc, path=data["ref"].path,
+                          hint="a pre-processing stage (a tokenizer) takes spec inputs, such as a `text` input")
+                node.bad_bindings = True
+
     order = _topological(dag, nodes, in_cycle)
 
     # unused blocks: nothing of theirs reaches an output

@@ -10,6 +10,7 @@ dtype) so a wrong file is a clear error naming the input, never a shape error de
 
 from __future__ import annotations
 
+import json
 import math
 import zipfile
 from dataclasses import dataclass, field
@@ -88,15 +89,20 @@ def _int_high(graph, name: str) -> int:
 
 def specs_from_pipeline(pipe) -> dict[str, InputSpec]:
     """Input specs from a `Pipeline` (its resolved, typed inputs)."""
+    from .stages import core_inputs
     graph = pipe.graph
     r = graph.resolved
     multiples = {n: d.multiple_of for n, d in r.dims.items()}
     out = {}
-    for name, inp in r.inputs.items():
-        t = inp.type
+    for name, ci in core_inputs(graph).items():
+        t = ci.type
         shape = None if t is None or t.shape is None else tuple(t.shape)
-        out[name] = InputSpec(name, shape, inp.decl.dtype, inp.decl.kind, inp.decl.preprocess, multiples,
-                              _int_high(graph, name))
+        if ci.port is None:   # a spec input
+            decl = r.inputs[name].decl
+            out[name] = InputSpec(name, shape, decl.dtype, decl.kind, decl.preprocess, multiples, _int_high(graph, name))
+        else:                 # what a pre-processing block (a tokenizer) produces
+            high = t.get("vocab") or _int_high(graph, ci.node)    # the tokenizer says how many ids it makes
+            out[name] = InputSpec(name, shape, t.dtype, t.kind, None, multiples, high)
     return out
 
 
@@ -197,6 +203,15 @@ def concrete_shape(spec: InputSpec, env: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def padding_mask(shape: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    """A [B, T] padding mask: the first row is full, the others keep a random length of at least 1."""
+    b, t = shape
+    lengths = torch.randint(1, t + 1, (b,), generator=g)
+    if b:
+        lengths[0] = t
+    return torch.arange(t)[None, :] < lengths[:, None]
+
+
 def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
     """Seeded tensors for every input at the dim sizes in `env` (same seed, same tensors)."""
     g = torch.Generator().manual_seed(seed)
@@ -206,7 +221,9 @@ def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: 
         dtype = TORCH_DTYPES.get(spec.dtype)
         if dtype is None:
             raise InputError(f"input `{name}` has dtype {spec.dtype}, which composer cannot make tensors of")
-        if dtype == torch.bool:
+        if spec.kind == "mask" and len(shape) == 2:
+            out[name] = padding_mask(shape, g).to(dtype)     # [B, T]: a prefix of ones per row, the rest padding
+        elif dtype == torch.bool:
             out[name] = torch.ones(shape, dtype=torch.bool)   # masks: everything visible
         elif dtype.is_floating_point:
             out[name] = torch.randn(shape, generator=g, dtype=torch.float32).to(dtype)
@@ -220,17 +237,62 @@ def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: 
 # ---- reading files -------------------------------------------------------------------------
 
 
-def parse_assignments(items: Sequence[str]) -> dict[str, Path]:
-    """`name=FILE` pairs from the command line."""
-    out: dict[str, Path] = {}
+def parse_pairs(items: Sequence[str]) -> list[tuple[str, str]]:
+    """`name=VALUE` pairs from the command line, in order (a text input may be given repeatedly)."""
+    out = []
     for item in items:
-        name, sep, file = item.partition("=")
-        if not sep or not name or not file:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
             raise InputError(f"--input {item!r}: expected NAME=FILE, e.g. --input image=cat.jpg")
+        out.append((name, value))
+    return out
+
+
+def parse_assignments(items: Sequence[str] | Sequence[tuple[str, str]]) -> dict[str, Path]:
+    """`name=FILE` pairs from the command line, each name once."""
+    out: dict[str, Path] = {}
+    for name, file in (parse_pairs(items) if items and isinstance(items[0], str) else items):
         if name in out:
             raise InputError(f"--input {name} is given twice")
         out[name] = Path(file)
     return out
+
+
+def read_texts(name: str, values: Sequence[str]) -> list[str]:
+    """The texts given for a text input: each value is a text, or a `.txt` file (one text per
+    non-empty line) or a `.jsonl` file (one JSON string, or an object with a `name` or `text`
+    field, per line)."""
+    texts: list[str] = []
+    for value in values:
+        path = Path(value)
+        if path.suffix.lower() in (".txt", ".jsonl") and path.is_file():
+            try:
+                lines = path.read_bytes().decode("utf-8").splitlines()
+            except UnicodeDecodeError as exc:
+                raise InputError(f"--input {name}={value}: the file is not valid UTF-8 (byte {exc.start})") from None
+            except OSError as exc:
+                raise InputError(f"--input {name}={value}: cannot read it: {exc.strerror or exc}") from None
+            if path.suffix.lower() == ".txt":
+                texts += [line for line in lines if line.strip()]
+                continue
+            for i, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError as exc:
+                    raise InputError(f"{path}:{i}: not a JSON line ({exc.msg})") from None
+                text = item if isinstance(item, str) else item.get(name, item.get("text")) if isinstance(item, dict) \
+                    else None
+                if not isinstance(text, str):
+                    raise InputError(f"{path}:{i}: expected a JSON string or an object with a `{name}` or `text` "
+                                     "string field")
+                texts.append(text)
+        else:
+            texts.append(value)
+    if not texts:
+        raise InputError(f"--input {name}: no texts given")
+    return texts
 
 
 IMAGE_FORMATS = "PNG, JPEG, BMP, GIF, WebP, TIFF, PPM/PGM"

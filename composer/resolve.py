@@ -126,7 +126,8 @@ def input_type(decl: InputDecl, dims: dict[str, DimDecl]) -> PortType:
     """The port type of a declared input; raises DimSyntaxError on a bad dim."""
     multiples = {n: d.multiple_of for n, d in dims.items()}
     shape = None if decl.shape is None else tuple(parse_dim(s, multiples) for s in decl.shape)
-    return PortType(decl.kind, shape, decl.dtype)
+    dtype = "string" if decl.kind == "text" else decl.dtype   # text is strings, whatever the default dtype
+    return PortType(decl.kind, shape, dtype)
 
 
 class _Resolver:
@@ -163,9 +164,10 @@ class _Resolver:
             if copies > 1:
                 self.groups[full] = copies
             chain = self._chain_port(decl) if copies > 1 else None
+            params = self._paths(decl, doc)
             for i in range(copies):
                 name = f"{full}/{i}" if copies > 1 else full
-                node = Node(name, decl.type or "", decl.params, {}, decl.frozen, decl.description, decl.loc, doc,
+                node = Node(name, decl.type or "", params, {}, decl.frozen, decl.description, decl.loc, doc,
                             decl.path, scope, (full, i, copies) if copies > 1 else None)
                 self.nodes[name] = node
                 if i == 0:
@@ -198,6 +200,25 @@ class _Resolver:
             if r is not None:
                 outputs[oname] = r
         return outputs
+
+    def _paths(self, decl: BlockDecl, doc: Doc) -> Optional[Block]:
+        """The block with its file params made absolute against the folder of the spec that
+        names them; a file that does not exist is reported at its param."""
+        block = decl.params
+        if block is None or not type(block).path_params:
+            return block
+        changes = {}
+        for param in type(block).path_params:
+            value = getattr(block, param)
+            if not value:
+                continue
+            path = (Path(doc.file).resolve().parent / value).resolve()
+            if not path.exists():
+                self.diags.add(E.FILE_UNREADABLE, f"file `{value}` not found", loc=doc.loc(decl.path + (param,)),
+                               path=dotted(decl.path + (param,)), found=str(path),
+                               hint="the path is relative to this spec")
+            changes[param] = str(path)
+        return block.model_copy(update=changes) if changes else block
 
     def _room(self, count: int, decl: BlockDecl) -> bool:
         """Stop expansion (repeats of repeated sub-pipelines…) before it exhausts memory."""

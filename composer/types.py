@@ -20,6 +20,7 @@ KINDS: dict[str, str | None] = {
     "mask": "tensor",          # boolean or {0,1} masks
     "sequence": "tensor",      # [B, T, C]
     "tokens": "tensor",        # [B, T] integer ids
+    "text": None,              # [B] strings: the input of a pre-processing stage (a tokenizer), never a tensor
     "vector": "tensor",        # [B, C]
     "logits": "tensor",        # unnormalised scores
     "probs": "tensor",         # normalised scores
@@ -37,7 +38,7 @@ KINDS: dict[str, str | None] = {
     "text": None,              # strings, before tokenisation
 }
 
-DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool")
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool", "string")
 FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 

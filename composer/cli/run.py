@@ -16,7 +16,9 @@ import typer
 
 from .. import _io, detections
 from ..errors import ComposerError
-from ..inputs import check_inputs, default_sizes, example_size, parse_assignments, random_inputs, read_inputs, symbols_of
+from ..inputs import (check_inputs, default_sizes, example_size, parse_assignments, parse_pairs, random_inputs,
+                      read_inputs, read_texts, symbols_of)
+from ..stages import PreStage
 from ..labels import top_k_text
 from ._common import (cast_option, err, handled, ignore_option, out, print_diagnostics, print_weights, rename_option,
                       set_option, strict_option, weights_option, weights_source)
@@ -35,6 +37,7 @@ class _Ran(NamedTuple):
     labels: Optional[tuple]
     arrays: dict
     specs: dict
+    files: dict
 
 
 def run(
@@ -63,7 +66,7 @@ def run(
             raise ComposerError(f"--save {save}: use a .npz or .safetensors file")
         if output is not None and output.exists() and not output.is_dir():
             raise ComposerError(f"-o {output}: it is a file; -o names a folder for the results")
-        files = parse_assignments(inputs)
+        pairs = parse_pairs(inputs)
         is_onnx = target.suffix.lower() == ".onnx"
         backend = backend or ("onnx" if is_onnx else "torch")
         if backend not in ("torch", "onnx"):
@@ -75,9 +78,9 @@ def run(
         if is_onnx and overrides:
             raise ComposerError("--set applies to a spec; an .onnx file is fixed (export it again with --set)")
         if is_onnx:
-            ran = _run_onnx_file(target, files, device, random, threads)
+            ran = _run_onnx_file(target, parse_assignments(pairs), device, random, threads)
         else:
-            ran = _run_spec(target, files, backend, device, (weights, rename, ignore, strict, allow_cast), seed,
+            ran = _run_spec(target, pairs, backend, device, (weights, rename, ignore, strict, allow_cast), seed,
                             random, threads, overrides)
         outputs, kinds = ran.outputs, ran.kinds
         roles = detections.find_outputs(kinds)
@@ -85,7 +88,7 @@ def run(
             raise ComposerError(f"-o writes detection results, and `{ran.name}` has no detection outputs (kinds "
                                 "boxes, scores, labels, count); use --save FILE.npz to keep its outputs")
         dets = detections.split(outputs, roles) if roles is not None else None
-        results = _detection_files(ran, dets, files) if output is not None else {}
+        results = _detection_files(ran, dets, ran.files) if output is not None else {}
         err.print(ran.where, markup=False)
         for name, value in outputs.items():
             _print_output(name, value, kinds.get(name, ""), top_k, ran.labels)
@@ -159,7 +162,8 @@ def _run_onnx_file(path: Path, files, device: str, random: bool, threads):
     if labels is not None and not all(isinstance(x, str) for x in labels):
         labels = None
     name = meta.get("composer.pipeline", path.stem)
-    return _Ran(outputs, kinds, f"{name}: {sess.describe()}", name, tuple(labels) if labels else None, arrays, specs)
+    return _Ran(outputs, kinds, f"{name}: {sess.describe()}", name, tuple(labels) if labels else None, arrays, specs,
+                files)
 
 
 def _meta_json(meta: dict, key: str, want: type, path: Path):
@@ -186,7 +190,14 @@ def _with_kinds(kinds: dict, inferred: Optional[dict]) -> dict:
     return kinds
 
 
-def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, random: bool, threads, overrides=()):
+def _split_texts(pipe, pairs):
+    """The files given for tensor inputs, and the texts given for text inputs (repeatable)."""
+    text_inputs = [n for n, i in pipe.resolved.inputs.items() if i.type is not None and i.type.kind == "text"]
+    texts = {n: read_texts(n, [v for k, v in pairs if k == n]) for n in text_inputs if any(k == n for k, _ in pairs)}
+    return parse_assignments([(k, v) for k, v in pairs if k not in text_inputs]), texts
+
+
+def _run_spec(spec: Path, pairs, backend: str, device: str, weights, seed, random: bool, threads, overrides=()):
     import torch
 
     from ..inputs import specs_from_pipeline
@@ -205,7 +216,12 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
     kinds = _with_kinds({n: _kind_by_name(n) for n in inferred}, inferred)
     labels = pipe.resolved.labels.names if pipe.resolved.labels is not None else None
     specs = specs_from_pipeline(pipe)
-    arrays = _fill(files, specs, random, pipe.resolved.dims)
+    files, texts = _split_texts(pipe, pairs)
+    stage = PreStage(g)
+    produced = stage(texts) if texts or (stage.nodes and not random) else {}
+    arrays = {**produced, **_fill(files, {n: s for n, s in specs.items() if n not in produced}, random,
+                                  pipe.resolved.dims)}
+    check_inputs(arrays, specs)
     if backend == "onnx":
         from ..export import export
         from ..runtime import Session
@@ -215,7 +231,7 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
             print_weights(rep.get("weights"))
             sess = Session(path, device=device, threads=threads)
             outputs = sess.run(arrays)
-            return _Ran(outputs, kinds, f"{pipe.name}: {sess.describe()}", pipe.name, labels, arrays, specs)
+            return _Ran(outputs, kinds, f"{pipe.name}: {sess.describe()}", pipe.name, labels, arrays, specs, files)
     if device == "tensorrt":
         raise ComposerError("device 'tensorrt' needs --backend onnx")
     if device not in ("auto", "cpu", "cuda"):
@@ -236,7 +252,7 @@ def _run_spec(spec: Path, files, backend: str, device: str, weights, seed, rando
     outputs = {}
     for n in model.output_names:
         _flatten(n, result[n], outputs)
-    return _Ran(outputs, kinds, f"{pipe.name}: torch on {dev}", pipe.name, labels, arrays, specs)
+    return _Ran(outputs, kinds, f"{pipe.name}: torch on {dev}", pipe.name, labels, arrays, specs, files)
 
 
 def _flatten(name: str, v, outputs: dict) -> None:

@@ -115,7 +115,10 @@ def test_random_integer_bool_and_byte_inputs():
              "raw": InputSpec("raw", (sym("B"), 3, 4, 4), "uint8", "image")}
     out = random_inputs(specs, {"B": 2, "T": 50}, seed=0)
     assert out["ids"].dtype == torch.int64 and 0 <= int(out["ids"].min()) and int(out["ids"].max()) < 7
-    assert out["mask"].dtype == torch.bool and bool(out["mask"].all())
+    mask = out["mask"]       # [B, T] padding masks: a prefix of real steps per row, the first row full
+    assert mask.dtype == torch.bool and bool(mask[0].all()) and bool(mask[:, 0].all())
+    lengths = mask.sum(1)
+    assert torch.equal(mask, torch.arange(50)[None, :] < lengths[:, None])
     assert out["raw"].dtype == torch.uint8 and out["raw"].shape == (2, 3, 4, 4)
 
 
