@@ -207,7 +207,7 @@ class _Resolver:
         block = decl.params
         if block is None or not type(block).path_params:
             return block
-        changes = {}
+        changes, missing = {}, False
         for param in type(block).path_params:
             value = getattr(block, param)
             if not value:
@@ -217,7 +217,10 @@ class _Resolver:
                 self.diags.add(E.FILE_UNREADABLE, f"file `{value}` not found", loc=doc.loc(decl.path + (param,)),
                                path=dotted(decl.path + (param,)), found=str(path),
                                hint="the path is relative to this spec")
+                missing = True
             changes[param] = str(path)
+        if missing:
+            return None     # like invalid params: the block is not checked further
         return block.model_copy(update=changes) if changes else block
 
     def _room(self, count: int, decl: BlockDecl) -> bool:
