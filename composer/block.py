@@ -80,8 +80,13 @@ class Block(Params):
         return None
 
     def key_params(self) -> dict[str, Any]:
-        """The params worth showing on a diagram or in a summary: those set in the spec."""
-        return self.model_dump(exclude_defaults=True, mode="json")
+        """The params worth showing on a diagram or in a summary: those set in the spec (files by
+        their name: the resolved path is the machine's, not the spec's)."""
+        shown = self.model_dump(exclude_defaults=True, mode="json")
+        for p in type(self).path_params:
+            if shown.get(p):
+                shown[p] = shown[p].replace("\\", "/").rsplit("/", 1)[-1]
+        return shown
 
     @classmethod
     def summary(cls) -> str:

@@ -159,7 +159,7 @@ def node_label(n: VNode) -> str:
     elif n.role == "port":
         kind = f"in: {n.out_ports.get('out') or n.type}"
     else:
-        kind = n.type + (" · frozen" if n.frozen else "")
+        kind = n.type + (" · frozen" if n.frozen else "") + (" · pre-processing" if n.stage == "pre" else "")
     rows.append(f'<tr><td><font point-size="10" color="{S.GREY_TEXT}">{_lines(kind)}</font></td></tr>')
     if n.key_params:
         items = list(n.key_params.items())
@@ -214,7 +214,7 @@ def tooltip(n: VNode) -> str:
 
 
 def _classes(n: VNode) -> str:
-    cls = ["cnode", f"role-{n.role}", f"fam-{re.sub(r'[^A-Za-z0-9_-]', '_', n.family)}"]
+    cls = ["cnode", f"role-{n.role}", f"fam-{re.sub(r'[^A-Za-z0-9_-]', '_', n.family)}", f"stage-{n.stage}"]
     if n.red:
         cls.append("failed")
     if n.warnings:
@@ -235,6 +235,8 @@ def node_stmt(n: VNode) -> str:
         shape, style = "ellipse", "filled"
     elif n.role == "subpipeline":
         shape, style = "box3d", "filled"
+    elif n.stage == "pre":   # a pre-processing stage: drawn as a data transform, outside the tensor core
+        shape, style = "parallelogram", "filled"
     if n.count > 1:
         extra["peripheries"] = "2"
     if not n.checked:

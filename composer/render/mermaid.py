@@ -45,7 +45,7 @@ def node_label(n: VNode) -> str:
     elif n.role == "subpipeline":
         parts.append(text(f"{n.type} · {n.blocks} blocks"))
     else:
-        parts.append(text(n.type + (" · frozen" if n.frozen else "")))
+        parts.append(text(n.type + (" · frozen" if n.frozen else "") + (" · pre-processing" if n.stage == "pre" else "")))
     if n.key_params:
         parts.append(text(", ".join(f"{k}={short_value(v)}" for k, v in list(n.key_params.items())[:6])))
     if n.description and n.role != "port":
@@ -82,7 +82,7 @@ def to_mermaid(view: View, rankdir: str = "TB") -> str:
 
     def emit(key: Optional[str], indent: str) -> None:
         for n in members.get(key, []):
-            a, b = _SHAPES.get(n.role, _SHAPES["block"])
+            a, b = ('[/"', '"/]') if n.stage == "pre" else _SHAPES.get(n.role, _SHAPES["block"])
             lines.append(f"{indent}{n.id}{a}{node_label(n)}{b}")
         for c in children.get(key, []):
             title = text(c.name) + (f" ×{c.count}" if c.count > 1 else "")

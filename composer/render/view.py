@@ -52,6 +52,7 @@ class VNode:
     warnings: list[str] = field(default_factory=list)
     location: str = ""
     members: list[str] = field(default_factory=list)
+    stage: str = "core"          # "pre": a pre-processing block (a tokenizer), outside the exported core
 
     @property
     def red(self) -> bool:
@@ -276,6 +277,7 @@ def build_view(graph: Graph, *, depth: Optional[int] = None, macs: Optional[dict
                     frozen=node.frozen, location=str(node.loc) if node.loc else "")
                 if cls is not None:
                     vn.in_ports = {p: "?" for p in cls.inputs}
+                    vn.stage = cls.stage
         owner[name] = key
         vn.members.append(name)
         if name in graph.params:
