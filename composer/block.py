@@ -75,6 +75,11 @@ class Block(Params):
     def build(self, **inputs: PortType):
         raise NotImplementedError
 
+    def id_high(self, port: str) -> int | None:
+        """For a port of integer ids: how many ids it takes (random example inputs stay below).
+        None: not an id port, or no limit known."""
+        return None
+
     def param_count(self, **inputs: PortType) -> int | None:
         """Parameter count from types alone; None means: count a meta-device build."""
         return None

@@ -68,21 +68,28 @@ class InputSpec:
 
 
 def _int_high(graph, name: str) -> int:
-    """Random ids must stay below every vocabulary size a consumer of `name` declares."""
+    """Random ids must stay below what every consumer of `name` takes: the block's own answer
+    for the port (`Block.id_high`), else the smallest positive vocabulary size it declares."""
     highs = []
-    todo = list(graph.dag.successors(name)) if name in graph.dag else []
-    seen: set[str] = set()
+    todo = [(dst, data.get("dst_port")) for _, dst, data in graph.dag.out_edges(name, data=True)] \
+        if name in graph.dag else []
+    seen: set[tuple] = set()
     while todo:
-        succ = todo.pop()
+        succ, port = todo.pop()
         node = graph.nodes.get(succ)
-        if succ in seen or node is None or node.block is None:
+        if (succ, port) in seen or node is None or node.block is None:
             continue
-        seen.add(succ)
+        seen.add((succ, port))
         if type(node.block).passthrough or node.type == "_port":   # sub-pipeline inputs: look through
-            todo.extend(graph.dag.successors(succ))
+            todo.extend((dst, data.get("dst_port")) for _, dst, data in graph.dag.out_edges(succ, data=True))
+            continue
+        own = node.block.id_high(port) if port else None
+        if own is not None:
+            highs.append(own)
             continue
         for key, value in node.block.model_dump().items():
-            if isinstance(value, int) and not isinstance(value, bool) and ("vocab" in key or "num_embeddings" in key):
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0 and (
+                    "vocab" in key or "num_embeddings" in key):
                 highs.append(value)
     return max(1, min(highs)) if highs else 2
 

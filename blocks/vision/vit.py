@@ -1,8 +1,10 @@
-"""Vision Transformer (torchvision's ViT-B/16 .. H/14) and its parts: patch_embed, transformer_encoder_layer.
+"""Vision Transformer (torchvision's ViT-B/16 .. H/14) and its patch_embed part.
 
 Module names mirror torchvision's `VisionTransformer` (`class_token`, `conv_proj`,
-`encoder.pos_embedding`, `encoder.layers.encoder_layer_N`, `encoder.ln`, `heads.head`), and
-attention is `nn.MultiheadAttention` as there, so its state dicts load with identical keys.
+`encoder.pos_embedding`, `encoder.layers.encoder_layer_N`, `encoder.ln`, `heads.head`), so its state
+dicts load with identical keys. The layers are the shared pre-norm `EncoderLayer` of
+blocks/text/encoder.py (also the `transformer_encoder_layer` block), whose attention keeps
+`nn.MultiheadAttention`'s parameter names.
 
 The position embedding has one entry per patch of an `image_size` square image, so the input's
 H and W must both be exactly `image_size` (fixed integers, not symbolic dims).
@@ -18,10 +20,11 @@ import torch
 from torch import nn
 
 from composer.block import Block, In
-from composer.params import Eps, PosInt, Prob
+from composer.params import PosInt, Prob
 from composer.registry import register
-from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
+from composer.types import InferError, PortType, expect_static
 
+from ..text.encoder import EncoderLayer, TransformerEncoderLayer  # noqa: F401  (the block, importable from here too)
 from .layers import in_channels
 
 # variant: patch size, layers, heads, hidden dim, MLP dim
@@ -29,45 +32,6 @@ _VARIANTS = {
     "b16": (16, 12, 12, 768, 3072), "b32": (32, 12, 12, 768, 3072), "l16": (16, 24, 16, 1024, 4096),
     "l32": (32, 24, 16, 1024, 4096), "h14": (14, 32, 16, 1280, 5120),
 }
-
-
-class MLPBlock(nn.Sequential):
-    """Linear, GELU, Dropout, Linear, Dropout (keys `0.*`, `3.*` as torchvision's MLPBlock)."""
-
-    def __init__(self, dim: int, mlp_dim: int, dropout: float):
-        super().__init__(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
-                         nn.Dropout(dropout))
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.normal_(m.bias, std=1e-6)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        for i in range(2):  # old torchvision checkpoints name the linears linear_1, linear_2
-            for kind in ("weight", "bias"):
-                old = f"{prefix}linear_{i + 1}.{kind}"
-                if old in state_dict:
-                    state_dict[f"{prefix}{3 * i}.{kind}"] = state_dict.pop(old)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-class EncoderLayer(nn.Module):
-    """Pre-norm transformer layer: x + attn(ln_1(x)), then + mlp(ln_2(.)) (torchvision's EncoderBlock)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0,
-                 eps: float = 1e-6):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(dim, eps=eps)
-        self.self_attention = nn.MultiheadAttention(dim, num_heads, dropout=attention_dropout, batch_first=True)
-        self.dropout = nn.Dropout(dropout)
-        self.ln_2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = MLPBlock(dim, mlp_dim, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.ln_1(x)                                          # (B, T, C)
-        y, _ = self.self_attention(y, y, y, need_weights=False)
-        x = x + self.dropout(y)
-        return x + self.mlp(self.ln_2(x))
 
 
 def _patch_proj(cin: int, dim: int, patch: int) -> nn.Conv2d:
@@ -202,40 +166,6 @@ class PatchEmbed(Block):
     def build(self, x: PortType) -> nn.Module:
         c, t = self._geometry(x)
         return PatchEmbedModule(c, self.hidden_dim, self.patch_size, t, self.dropout)
-
-
-@register
-class TransformerEncoderLayer(Block):
-    """Pre-norm transformer encoder layer (torchvision ViT layout): self-attention and a GELU MLP."""
-    name: ClassVar[str] = "transformer_encoder_layer"
-    family: ClassVar[str] = "vision"
-    inputs: ClassVar = {"x": In("sequence", doc="[B, T, C]")}
-    num_heads: PosInt
-    mlp_dim: PosInt
-    dropout: Prob = 0.0
-    attention_dropout: Prob = 0.0
-    eps: Eps = 1e-6
-
-    def _dim(self, x: PortType) -> int:
-        expect_rank(x, 3, "x", " ([B, T, C] sequence)")
-        expect_float(x, "x")
-        d = expect_static(x.shape[2], "x", "the feature size (last dim) of a transformer layer input")
-        if d % self.num_heads:
-            raise InferError(f"num_heads={self.num_heads} must divide the feature size {d}", param="num_heads",
-                             expected=f"a divisor of {d}", found=str(self.num_heads))
-        return d
-
-    def infer(self, x: PortType) -> PortType:
-        self._dim(x)
-        return x
-
-    def param_count(self, x: PortType) -> int:
-        d, m = self._dim(x), self.mlp_dim
-        return 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
-
-    def build(self, x: PortType) -> nn.Module:
-        return EncoderLayer(self._dim(x), self.num_heads, self.mlp_dim, self.dropout, self.attention_dropout,
-                            self.eps)
 
 
 @register

@@ -18,7 +18,18 @@ from composer.types import PortType
 from tests.conftest import COMPOSER
 
 load_blocks()
-BLOCKS = sorted(n for n, c in REGISTRY.items() if not c.internal)
+BLOCKS = sorted(n for n, c in REGISTRY.items() if not c.internal and c.stage == "core")
+PRE_BLOCKS = sorted(n for n, c in REGISTRY.items() if not c.internal and c.stage == "pre")
+CORPUS = "a man is eating food\na man rides a horse\nthe girl plays the violin\n"
+
+
+def _tokenizer_example(folder):
+    (folder / "corpus.txt").write_text(CORPUS)
+    return {"train": str(folder / "corpus.txt"), "vocab_size": 60}, {"text": PortType("text", (2,), "string")}
+
+
+# pre-processing blocks run outside the tensor core, on raw values: an example per block
+PRE_EXAMPLES = {"tokenizer": (_tokenizer_example, {"text": ["a man rides", "the girl is eating food"]})}
 
 SAMPLES = {
     "image": PortType("image", (2, 3, 32, 32)),
@@ -122,7 +133,25 @@ def test_block_infers_builds_and_runs(name):
     assert count_params(Node("n", name, block, {}), inputs) == n
 
 
-@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("name", PRE_BLOCKS)
+def test_pre_processing_block_infers_and_runs(name, tmp_path):
+    """A pre-processing block (a tokenizer) gives arrays of its inferred types, and has no module."""
+    import numpy as np
+    assert name in PRE_EXAMPLES, f"pre-processing block {name} needs an entry in PRE_EXAMPLES"
+    make, raw = PRE_EXAMPLES[name]
+    params, inputs = make(tmp_path)
+    block = REGISTRY[name].model_validate(params)
+    outs = block.infer(**inputs)
+    values = block.build_stage(**inputs)(**raw)
+    assert list(values) == list(outs)
+    for port, t in outs.items():
+        v = values[port]
+        assert isinstance(v, np.ndarray) and v.ndim == len(t.shape) and str(v.dtype) == t.dtype, (port, v, t)
+        assert v.shape[0] == len(next(iter(raw.values())))
+    assert block.param_count(**inputs) == 0
+
+
+@pytest.mark.parametrize("name", BLOCKS + PRE_BLOCKS)
 def test_block_is_documented(name):
     cls = REGISTRY[name]
     assert cls.summary(), f"{name} needs a docstring"

@@ -1,0 +1,117 @@
+"""Multi-head attention: the one attention layer of the catalog (ViT, BERT, ALBERT, and the decoders).
+
+Written here rather than taken from `nn.MultiheadAttention` because one module has to serve every
+family: it computes with `F.scaled_dot_product_attention` (the fused kernels on GPU, one op that the
+dynamo ONNX exporter lowers at dynamic batch and length), takes a padding mask in the form text
+pipelines carry it ([B, T], 1 = a real token), has a causal switch for decoders, and stores its
+projections in either of the two checkpoint layouts in use:
+
+- `fused`: `in_proj_weight` [3D, D], `in_proj_bias` [3D], `out_proj.{weight,bias}`, exactly the
+  names of `nn.MultiheadAttention`, so torchvision ViT state dicts load unchanged;
+- `separate`: `query`, `key`, `value`, `out_proj` (`nn.Linear` each), which the Hugging Face
+  families (BERT's `query/key/value/dense`, GPT-2's, T5's) reach by renaming keys.
+
+A checkpoint layout is a naming concern of the weight mapping, never a second copy of the layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Layout = Literal["fused", "separate"]
+
+
+def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A [B, S] padding mask (1/True = a real token, bool or integer) as the boolean attention mask
+    [B, 1, 1, S] that `scaled_dot_product_attention` broadcasts over heads and queries.
+
+    A row with no real token at all attends to every position instead of to none: with nothing to
+    attend to, torch returns zeros while onnxruntime's lowering returns the mean of the values, so
+    an all-padding row would make an export disagree with torch. Such a row's output means nothing
+    either way."""
+    keep = mask.to(torch.bool)                                   # (B, S)
+    keep = keep | ~keep.any(dim=-1, keepdim=True)
+    return keep[:, None, None, :]                                # (B, 1, 1, S)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head (self- or cross-) attention on [B, T, D] tokens through `F.scaled_dot_product_attention`.
+
+    `layout` decides only the parameter names (see the module docstring); both compute the same
+    function, and equal weights give equal outputs. `dropout` is attention-probability dropout,
+    applied in training mode only.
+    """
+
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0,
+                 layout: Layout = "fused"):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.dropout, self.layout = dropout, layout
+        if layout == "fused":
+            # nn.MultiheadAttention's names, registration order and initialisation (the same seed gives
+            # the same weights): out_proj's default init first, then xavier on the fused projection
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+            if bias:
+                self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
+            else:
+                self.register_parameter("in_proj_bias", None)
+            self.out_proj = nn.Linear(dim, dim, bias=bias)
+            nn.init.xavier_uniform_(self.in_proj_weight)
+            projections = []
+        elif layout == "separate":
+            self.query = nn.Linear(dim, dim, bias=bias)
+            self.key = nn.Linear(dim, dim, bias=bias)
+            self.value = nn.Linear(dim, dim, bias=bias)
+            self.out_proj = nn.Linear(dim, dim, bias=bias)
+            bound = math.sqrt(6.0 / (4 * dim))       # the fused layout's xavier bound on [3D, D]
+            projections = [self.query, self.key, self.value]
+            for lin in projections:
+                nn.init.uniform_(lin.weight, -bound, bound)
+        else:
+            raise ValueError(f"layout must be 'fused' or 'separate', not {layout!r}")
+        with torch.no_grad():
+            for b in [self.in_proj_bias if layout == "fused" else None, self.out_proj.bias,
+                      *(p.bias for p in projections)]:
+                if b is not None:
+                    b.zero_()
+
+    def _project(self, x: torch.Tensor, kv: Optional[torch.Tensor]):
+        """q from x, k and v from kv (x itself for self-attention), each (B, T or S, D)."""
+        if self.layout == "separate":
+            src = x if kv is None else kv
+            return self.query(x), self.key(src), self.value(src)
+        if kv is None:
+            return F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)   # (B, T, 3D) -> 3 x (B, T, D)
+        w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.dim])
+        b_q, b_kv = (None, None) if self.in_proj_bias is None else self.in_proj_bias.split([self.dim, 2 * self.dim])
+        return (F.linear(x, w_q, b_q), *F.linear(kv, w_kv, b_kv).chunk(2, dim=-1))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False,
+                kv: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). `mask`: which keys are real tokens, (B, S) with 1/True = real and
+        0/False = padding (bool or integer), or an already prepared boolean (B, 1, 1 or T, S); `causal`:
+        query t sees keys <= t only; `kv` (B, S, D): attend to these instead of x (cross-attention),
+        S = T without it."""
+        b, t, _ = x.shape
+        q, k, v = (p.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)   # (B, L, D) -> (B, H, L, hd)
+                   for p in self._project(x, kv))
+        attn_mask = None
+        if mask is not None:
+            attn_mask = key_padding_mask(mask) if mask.dim() == 2 else mask.to(torch.bool)   # (B, 1, 1|T, S)
+        if causal and attn_mask is not None:
+            # the lower triangle, aligned top-left as `is_causal` aligns it
+            attn_mask = attn_mask & torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril()   # (T, S)
+            causal = False
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
+                                           dropout_p=self.dropout if self.training else 0.0)   # (B, H, T, hd)
+        return self.out_proj(y.transpose(1, 2).flatten(2))                            # (B, T, D)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, layout={self.layout}, dropout={self.dropout}"

@@ -1,0 +1,182 @@
+"""Token embeddings: word + position (+ token type) tables, LayerNorm, dropout, optional projection.
+
+One block covers BERT, RoBERTa, ALBERT, ELECTRA and DistilBERT embeddings; they differ only in
+params (how positions are numbered, whether there is a token-type table, a factorised
+projection). Besides the sequence it outputs the word table itself (kind `weight`), so an MLM
+head ties its decoder to it through an edge of the spec, not a hidden alias.
+
+Parameter names: `word`, `position` (learned positions), `token_type`, `norm`, `projection`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Optional
+
+import torch
+from torch import nn
+
+from composer.block import Block, In
+from composer.params import Eps, NonNegInt, PosInt, Prob
+from composer.registry import register
+from composer.types import InferError, PortType, expect_rank, unify_shapes
+
+from .common import expect_ids, init_like_bert
+
+
+def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
+    """The Transformer's fixed positions: sin(p / 10000^(2i/d)) on even dims, cos on odd ones."""
+    pos = torch.arange(positions, dtype=torch.float64)[:, None]                 # (P, 1)
+    freq = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
+    table = torch.zeros(positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.float()
+
+
+class Embeddings(nn.Module):
+    """(tokens[, token_types][, mask]) -> (sequence (B, T, E or projection), word table (V, E))."""
+
+    def __init__(self, vocab_size: int, dim: int, max_positions: int, positions: str, position_ids: str,
+                 padding_idx: Optional[int], pad_token_id: Optional[int], type_vocab_size: int, norm: bool,
+                 eps: float, dropout: float, projection: Optional[int]):
+        super().__init__()
+        self.word = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
+        self.offset = position_ids == "padding_offset"
+        self.padding_idx = padding_idx if self.offset else None
+        # RoBERTa takes the pad positions from the ids when no mask is given (its pad id is padding_idx)
+        self.pad_id = pad_token_id if pad_token_id is not None else padding_idx
+        self.positions = positions
+        if positions == "learned":
+            self.position = nn.Embedding(max_positions, dim, padding_idx=self.padding_idx)
+        elif positions == "sinusoidal":
+            self.register_buffer("sinusoid", sinusoid_table(max_positions, dim), persistent=False)
+        self.token_type = nn.Embedding(type_vocab_size, dim) if type_vocab_size else None
+        self.norm = nn.LayerNorm(dim, eps=eps) if norm else None
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(dim, projection) if projection is not None else None
+
+    def _position_table(self) -> torch.Tensor:
+        return self.position.weight if self.positions == "learned" else self.sinusoid
+
+    def forward(self, tokens: torch.Tensor, token_types: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None):
+        x = self.word(tokens)                                                    # (B, T, E)
+        if self.token_type is not None:
+            x = x + (self.token_type(token_types) if token_types is not None else self.token_type.weight[0])
+        if self.positions != "none":
+            if self.offset:
+                # RoBERTa: real tokens count from padding_idx + 1, pads sit at padding_idx
+                keep = (mask != 0) if mask is not None else tokens.ne(self.pad_id)
+                keep = keep.to(torch.int64)                                      # (B, T)
+                ids = torch.cumsum(keep, dim=1) * keep + self.padding_idx
+                # the learned table's padding row gets no gradient, as in RoBERTa
+                learned = self.positions == "learned"
+                x = x + (self.position(ids) if learned else nn.functional.embedding(ids, self.sinusoid))  # (B, T, E)
+            else:
+                x = x + self._position_table()[: tokens.shape[1]]                # (T, E) over the batch
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.dropout(x)
+        if self.projection is not None:
+            x = self.projection(x)                                               # (B, T, projection)
+        return x, self.word.weight
+
+
+@register
+class Embedding(Block):
+    """Token embeddings (BERT/RoBERTa/ALBERT/ELECTRA layout): word + position (+ type), norm, projection."""
+    name: ClassVar[str] = "embedding"
+    family: ClassVar[str] = "text"
+    inputs: ClassVar = {
+        "tokens": In("tokens", doc="[B, T] int64 ids"),
+        "token_types": In("tokens", doc="[B, T] segment ids (all 0 when unbound)", optional=True),
+        "mask": In("mask", doc="[B, T] 1 for real tokens: numbers padding_offset positions", optional=True),
+    }
+    outputs: ClassVar = ("sequence", "table")
+    example: ClassVar = {
+        "params": {"vocab_size": 11, "dim": 8, "max_positions": 16, "type_vocab_size": 4,
+                   "position_ids": "padding_offset", "padding_idx": 1, "projection": 6},
+        "inputs": {"tokens": PortType("tokens", (2, 5), "int64"), "token_types": PortType("tokens", (2, 5), "int64"),
+                   "mask": PortType("mask", (2, 5), "int64")},
+    }
+    vocab_size: PosInt
+    dim: PosInt                                   # the embedding size (ALBERT/ELECTRA: embedding_size)
+    max_positions: PosInt = 512                   # rows of the position table (RoBERTa: 514, offset included)
+    positions: Literal["learned", "sinusoidal", "none"] = "learned"
+    position_ids: Literal["arange", "padding_offset"] = "arange"
+    padding_idx: Optional[NonNegInt] = None       # padding_offset: pads get it, real tokens padding_idx + 1, ...
+    pad_token_id: Optional[NonNegInt] = None      # the word table's padding row (zero, no gradient)
+    type_vocab_size: NonNegInt = 0                # 0: no token-type table
+    norm: bool = True
+    eps: Eps = 1e-12
+    dropout: Prob = 0.0
+    projection: Optional[PosInt] = None           # factorised embeddings: a Linear dim -> projection after the norm
+
+    def _check(self, tokens: PortType, token_types: Optional[PortType], mask: Optional[PortType]) -> None:
+        expect_ids(tokens, "tokens")
+        for port, t, size, param in (("tokens", tokens, self.vocab_size, "vocab_size"),
+                                     ("token_types", token_types, self.type_vocab_size, "type_vocab_size")):
+            made = t.get("vocab") if t is not None else None      # how many ids a tokenizer makes
+            if made is not None and size and made > size:
+                raise InferError(f"port `{port}` gets ids up to {made - 1} from its tokenizer, but the table has "
+                                 f"{size} rows", param=param, code="E302", expected=f"{param} >= {made}",
+                                 found=str(size), hint=f"set `{param}: {made}` (or more), or use a smaller vocabulary")
+        if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
+            raise InferError(f"pad_token_id {self.pad_token_id} is not in a vocabulary of {self.vocab_size}",
+                             param="pad_token_id", code="E302", expected=f"below {self.vocab_size}",
+                             found=str(self.pad_token_id))
+        if token_types is not None:
+            if not self.type_vocab_size:
+                raise InferError("`token_types` is connected but there is no token-type table", port="token_types",
+                                 code="E302", expected="type_vocab_size > 0", found="type_vocab_size 0",
+                                 hint="set `type_vocab_size` (BERT: 2), or leave `token_types` unconnected")
+            expect_ids(token_types, "token_types")
+            unify_shapes([("tokens", tokens), ("token_types", token_types)])
+        if mask is not None:
+            expect_rank(mask, 2, "mask", " [B, T]")
+            unify_shapes([("tokens", tokens), ("mask", mask)])
+        if self.positions == "none":
+            return
+        offset = 0
+        if self.position_ids == "padding_offset":
+            if self.padding_idx is None:
+                raise InferError("padding_offset positions need `padding_idx`", param="position_ids", code="E302",
+                                 expected="padding_idx (RoBERTa: 1)", found="padding_idx unset")
+            offset = self.padding_idx + 1
+            if offset >= self.max_positions:
+                raise InferError(f"padding_idx {self.padding_idx} leaves no room in a table of {self.max_positions} "
+                                 "positions", param="padding_idx", expected=f"below {self.max_positions - 1}",
+                                 found=str(self.padding_idx))
+        t = tokens.shape[1]
+        if isinstance(t, int) and t + offset > self.max_positions:
+            limit = self.max_positions - offset
+            raise InferError(f"sequences of {t} tokens are longer than the {limit} positions the table holds",
+                             param="max_positions", code="E302", expected=f"at most {limit} tokens",
+                             found=f"T = {t}", hint="raise `max_positions`, or truncate the input")
+
+    def infer(self, tokens: PortType, token_types: Optional[PortType] = None,
+              mask: Optional[PortType] = None) -> dict[str, PortType]:
+        self._check(tokens, token_types, mask)
+        b, t = tokens.shape
+        return {"sequence": PortType("sequence", (b, t, self.projection or self.dim)),
+                "table": PortType("weight", (self.vocab_size, self.dim))}
+
+    def id_high(self, port: str) -> Optional[int]:
+        """How many ids each input port takes (random inputs stay below it)."""
+        return {"tokens": self.vocab_size, "token_types": self.type_vocab_size or 1}.get(port)
+
+    def param_count(self, tokens: PortType, token_types: Optional[PortType] = None,
+                    mask: Optional[PortType] = None) -> int:
+        n = (self.vocab_size + self.type_vocab_size) * self.dim
+        n += self.max_positions * self.dim if self.positions == "learned" else 0
+        n += 2 * self.dim if self.norm else 0
+        n += (self.dim + 1) * self.projection if self.projection else 0
+        return n
+
+    def build(self, tokens: PortType, token_types: Optional[PortType] = None,
+              mask: Optional[PortType] = None) -> nn.Module:
+        self._check(tokens, token_types, mask)
+        return init_like_bert(Embeddings(
+            self.vocab_size, self.dim, self.max_positions, self.positions, self.position_ids, self.padding_idx,
+            self.pad_token_id, self.type_vocab_size, self.norm, self.eps, self.dropout, self.projection))
+
