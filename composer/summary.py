@@ -31,12 +31,14 @@ def torch_dtype(name: str) -> torch.dtype:
 
 def example_env(graph: Graph) -> dict[str, int]:
     """A concrete size for every symbolic dim of the pipeline's inputs."""
+    from .stages import core_inputs
     r = graph.resolved
     env: dict[str, int] = {}
-    for inp in r.inputs.values():
-        if inp.type is None or inp.type.shape is None:
+    types = [i.type for i in r.inputs.values()] + [ci.type for ci in core_inputs(graph).values()]
+    for t in types:
+        if t is None or t.shape is None:
             continue
-        for d in inp.type.shape:
+        for d in t.shape:
             if isinstance(d, Dim):
                 for s in d.symbols():
                     if s in env:
@@ -55,21 +57,28 @@ def example_env(graph: Graph) -> dict[str, int]:
 
 def example_inputs(graph: Graph, env: Optional[dict[str, int]] = None, device: str = "cpu",
                    generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
-    """Seeded example tensors for every input at the sizes in `env`."""
+    """Seeded example tensors for every input of the tensor core at the sizes in `env` (ids
+    below what their consumers take; masks with padding)."""
+    from .inputs import _int_high, padding_mask
+    from .stages import core_inputs
     env = env or example_env(graph)
+    generator = generator or torch.Generator().manual_seed(0)
     out = {}
-    for name, inp in graph.resolved.inputs.items():
-        t = inp.type
+    for name, ci in core_inputs(graph).items():
+        t = ci.type
         shape = [evaluate(d, env) for d in (t.shape or ())]
         dtype = torch_dtype(t.dtype)
         if device == "meta":
             out[name] = torch.empty(shape, dtype=dtype, device="meta")
+        elif t.kind == "mask" and len(shape) == 2:
+            out[name] = padding_mask(tuple(shape), generator).to(dtype)
         elif dtype.is_floating_point:
             out[name] = torch.randn(shape, dtype=dtype, generator=generator)
         elif dtype == torch.bool:
             out[name] = torch.ones(shape, dtype=dtype)
         else:
-            out[name] = torch.randint(0, 2, shape, dtype=dtype, generator=generator)
+            high = t.get("vocab") or _int_high(graph, ci.node)
+            out[name] = torch.randint(0, max(1, high), shape, dtype=dtype, generator=generator)
     return out
 
 

@@ -38,6 +38,8 @@ class _Ran(NamedTuple):
     arrays: dict
     specs: dict
     files: dict
+    stage: Optional[PreStage] = None
+    texts: Optional[dict] = None
 
 
 def run(
@@ -92,6 +94,8 @@ def run(
         err.print(ran.where, markup=False)
         for name, value in outputs.items():
             _print_output(name, value, kinds.get(name, ""), top_k, ran.labels)
+            for line in _text_lines(ran, value, top_k):
+                out.print(line, markup=False)
         if dets is not None:
             out.print(f"detections ({', '.join(roles[r] for r in detections.ROLE_KINDS if r in roles)})",
                       markup=False)
@@ -109,6 +113,21 @@ def run(
             except OSError as exc:
                 raise ComposerError(f"cannot write the results to {output}: {exc.strerror or exc}") from None
             out.print(f"wrote {', '.join(results)} to {output}", markup=False)
+
+
+def _text_lines(ran: _Ran, value: np.ndarray, top_k: int) -> list[str]:
+    """Sentence embeddings: their cosine similarities; a fill-mask model: the tokens at each [MASK]."""
+    from .. import text_output
+    texts = next(iter(ran.texts.values())) if ran.texts else None
+    if text_output.is_unit_rows(value):
+        return text_output.similarity_lines(value, texts)
+    if ran.stage is not None and ran.texts and value.ndim == 3:
+        for node in ran.stage.nodes:
+            tok = getattr(ran.stage.runtime(node), "tok", None)
+            ids = ran.arrays.get("tokens")
+            if tok is not None and ids is not None:
+                return text_output.fill_mask_lines(value, ids, tok, min(top_k, value.shape[-1]))
+    return []
 
 
 def _detection_files(ran: _Ran, dets, files) -> dict[str, bytes]:
@@ -231,7 +250,8 @@ def _run_spec(spec: Path, pairs, backend: str, device: str, weights, seed, rando
             print_weights(rep.get("weights"))
             sess = Session(path, device=device, threads=threads)
             outputs = sess.run(arrays)
-            return _Ran(outputs, kinds, f"{pipe.name}: {sess.describe()}", pipe.name, labels, arrays, specs, files)
+            return _Ran(outputs, kinds, f"{pipe.name}: {sess.describe()}", pipe.name, labels, arrays, specs, files,
+                        stage, texts)
     if device == "tensorrt":
         raise ComposerError("device 'tensorrt' needs --backend onnx")
     if device not in ("auto", "cpu", "cuda"):
@@ -252,7 +272,7 @@ def _run_spec(spec: Path, pairs, backend: str, device: str, weights, seed, rando
     outputs = {}
     for n in model.output_names:
         _flatten(n, result[n], outputs)
-    return _Ran(outputs, kinds, f"{pipe.name}: torch on {dev}", pipe.name, labels, arrays, specs, files)
+    return _Ran(outputs, kinds, f"{pipe.name}: torch on {dev}", pipe.name, labels, arrays, specs, files, stage, texts)
 
 
 def _flatten(name: str, v, outputs: dict) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 import composer
 from composer.export import export
+from composer.stages import core_inputs
 from tests.conftest import PIPELINES
 
 SLOW_PARAMS = 1_000_000
@@ -36,12 +37,16 @@ def test_pipeline_exports_with_verified_parity(spec, tmp_path):
     for name, dim in rep["dims"].items():
         seen = {run["sizes"][name] for run in ver["runs"]}
         assert len(seen) >= 2, f"dim {name} verified only at {seen}"
-    # names are the spec's; every symbolic input dim is a named dynamic dim of the graph
+    # names are the spec's (a tokenizer's outputs for a text pipeline: the core's inputs); every
+    # symbolic input dim is a named dynamic dim of the graph
     model = onnx.load(str(target))
-    assert [i.name for i in model.graph.input] == list(pipe.resolved.inputs)
+    core = core_inputs(pipe.graph)
+    assert [i.name for i in model.graph.input] == list(core)
     assert [o.name for o in model.graph.output] == list(pipe.resolved.outputs)
     for inp in model.graph.input:
-        decl = pipe.resolved.inputs[inp.name].decl.shape
+        ci = core[inp.name]
+        decl = pipe.resolved.inputs[inp.name].decl.shape if ci.port is None else [
+            d if isinstance(d, int) else str(d) for d in ci.type.shape]
         for d, want in zip(inp.type.tensor_type.shape.dim, decl):
             if isinstance(want, str) and want.isidentifier():
                 assert d.dim_param == want
