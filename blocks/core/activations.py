@@ -12,7 +12,8 @@ from composer.registry import register
 from composer.types import InferError, PortType, expect_float
 
 _MODULES = {
-    "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "none": nn.Identity,
 }
 

@@ -7,6 +7,7 @@ import typer
 from . import blocks, build, resolve, schema, validate
 from . import export, run
 from . import render, weights
+from . import hf
 
 app = typer.Typer(
     name="composer",
@@ -25,6 +26,7 @@ app.command("export")(export.export)
 app.command("run")(run.run)
 app.command("render")(render.render)
 app.command("weights")(weights.weights)
+app.add_typer(hf.app, name="import")
 
 
 def main() -> None:

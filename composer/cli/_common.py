@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
@@ -82,6 +83,8 @@ def weights_source(pipe, weights, rename: list[str], ignore: list[str], strict: 
     rules = [parse_rename(r) for r in rename]
     ignores = [Rule(p, None, f"--ignore '{p}'") for p in ignore]
     if weights is not None:
+        if not rules and not ignores:
+            rules, ignores = _hf_rules(pipe, weights)
         return as_source(weights, rules, ignores, strict, cast or None)
     if not (rules or ignores or strict is not None or cast):
         return None
@@ -90,6 +93,22 @@ def weights_source(pipe, weights, rename: list[str], ignore: list[str], strict: 
         raise ComposerError("--rename, --ignore, --strict and --allow-cast apply to a checkpoint: give --weights, or "
                             "a spec with a `weights:` section")
     return as_source(spec_source, rules, ignores, strict, cast or None)
+
+
+def _hf_rules(pipe, weights) -> tuple[list, list]:
+    """`--weights DIR` of a Hugging Face folder of a family `composer import hf` knows, without
+    rules of its own: the rules that import writes, where they land on the spec's keys (a spec
+    named as the import names its blocks); else none, and the keys match as for any file."""
+    from ..hf import folder_rules, hf_family
+    from ..weights import Rule
+    family = hf_family(weights) if os.path.isdir(weights) else None
+    if family is None:
+        return [], []
+    found = folder_rules(weights, set(pipe.build(device="meta", spec_weights=False).state_dict()))
+    if found is None:
+        return [], []
+    rename, ignore = found
+    return ([Rule(p, r, f"{family} rule") for p, r in rename], [Rule(p, None, f"{family} rule") for p in ignore])
 
 
 def print_weights(info: Optional[dict]) -> None:
