@@ -3,12 +3,16 @@ and printing a report and writing it as one `## ` section of RESULTS.md, leaving
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import platform
 import re
+import resource
 import statistics
+import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -63,3 +67,49 @@ def write_section(path: Path, heading: str, body: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def balanced_orders(names: list[str]) -> list[list[str]]:
+    """Each rotation of `names` and its reverse: after len(orders) iterations every function has run
+    in every position equally often, and after and before every other one."""
+    out = []
+    for k in range(len(names)):
+        rot = names[k:] + names[:k]
+        out += [rot, rot[::-1]] if len(names) > 1 else [rot]
+    return out
+
+
+def interleave(fns: dict[str, Callable[[], object]], budget_s: float, min_iters: int, warmup: int,
+               hard_end: Optional[float] = None, context: Callable = None) -> dict:
+    """Run every function once per iteration, in balanced rotating order (so none always runs first
+    or after the same neighbour), until the budget is spent and `min_iters` are done; past
+    `hard_end` (the section's deadline) two iterations are enough. Each call: wall clock, and
+    the process's user and kernel CPU time (all threads). `context` wraps the runs (default
+    `torch.no_grad`)."""
+    names = list(fns)
+    orders = balanced_orders(names)
+    meas = {n: {"wall": [], "user": [], "sys": []} for n in names}
+    usage, who, clock = resource.getrusage, resource.RUSAGE_SELF, time.perf_counter_ns
+    with (context or torch.no_grad)():
+        for _ in range(warmup):
+            for n in names:
+                fns[n]()
+        gc.collect()
+        t_end = time.perf_counter() + budget_s
+        i = 0
+        while True:
+            now = time.perf_counter()
+            if (i >= min_iters and now >= t_end) or (hard_end is not None and i >= 2 and now >= hard_end):
+                break
+            for n in orders[i % len(orders)]:
+                r0, t0 = usage(who), clock()
+                fns[n]()
+                t1, r1 = clock(), usage(who)
+                m = meas[n]
+                m["wall"].append((t1 - t0) / 1e6)
+                m["user"].append((r1.ru_utime - r0.ru_utime) * 1e3)
+                m["sys"].append((r1.ru_stime - r0.ru_stime) * 1e3)
+            i += 1
+    for m in meas.values():
+        m["cpu"] = [u + k for u, k in zip(m["user"], m["sys"])]
+    return {"iters": i, "meas": meas}

@@ -11,7 +11,9 @@ fast tokenizers assemble it, so the ids equal theirs for the same files:
   (`<s> A </s>`, `<s> A </s></s> B </s>`, token types all 0) or, without `<s>` in the
   vocabulary, as GPT-2's (no special tokens);
 - `train: corpus.txt` — a WordPiece or BPE vocabulary of `vocab_size` trained at build time
-  from a local text file (deterministic), with BERT's special tokens.
+  from a local text file, with BERT's special tokens. `tokenizers`' trainers iterate a hash
+  map, so the ids can differ from one process to the next (huggingface/tokenizers#1794):
+  for ids that stay put, train once and save the vocabulary (`vocab:`).
 
 Outputs `tokens` [B, T] int64, `mask` [B, T] (1 for real tokens) and, with `token_types`,
 `token_types` [B, T]. T is the dim named by `length` (default `T`): the longest text of the
@@ -217,6 +219,8 @@ def _texts(value, port: str) -> list[str]:
 def _wordpiece(vocab: str, lowercase: bool, special: bool):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     tok = Tokenizer(models.WordPiece.from_file(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    # BertTokenizerFast's special tokens: kept whole in the text ("[MASK]" is one token), never lowercased
+    tok.add_special_tokens([t for t in SPECIALS if tok.token_to_id(t) is not None])
     _bert_pipeline(tok, lowercase, special)
     return tok
 

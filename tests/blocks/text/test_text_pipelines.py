@@ -64,7 +64,7 @@ def test_fill_mask_run_prints_tokens_for_each_mask():
 def test_sentence_pairs_reach_the_model_with_their_segments(tmp_path):
     spec = tmp_path / "pair.yaml"
     spec.write_text((ROOT / "pipelines" / "text_classifier.yaml").read_text()
-                    .replace("data/corpus.txt", str(ROOT / "pipelines" / "data" / "corpus.txt"))
+                    .replace("data/vocab.txt", str(ROOT / "pipelines" / "data" / "vocab.txt"))
                     .replace("  text: {kind: text, shape: [B]}", "  text: {kind: text, shape: [B]}\n"
                              "  pair: {kind: text, shape: [B]}")
                     .replace("tok: {block: tokenizer, in: text,", "tok: {block: tokenizer, in: {text: text, pair: pair},"))
@@ -77,7 +77,7 @@ def test_sentence_pairs_reach_the_model_with_their_segments(tmp_path):
 def test_a_vocabulary_larger_than_the_embedding_is_a_located_error(tmp_path):
     text = (ROOT / "pipelines" / "text_classifier.yaml").read_text()
     spec = tmp_path / "small.yaml"
-    spec.write_text(text.replace("data/corpus.txt", str(ROOT / "pipelines" / "data" / "corpus.txt"))
+    spec.write_text(text.replace("data/vocab.txt", str(ROOT / "pipelines" / "data" / "vocab.txt"))
                     .replace("    vocab_size: 1000\n", "    vocab_size: 50\n"))
     with pytest.raises(SpecError) as exc:
         composer.load(spec)

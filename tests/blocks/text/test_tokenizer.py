@@ -26,7 +26,7 @@ A monkey is playing drums.
 Someone in a gorilla costume is playing a set of drums.
 Café naïve résumé — déjà vu, 北京 and ümlauts!
 """
-TEXTS = ["A man is eating.", "Someone eats a MONKEY's drums, naïvely!", "北京 horse"]
+TEXTS = ["A man is eating.", "Someone eats a MONKEY's drums, naïvely!", "北京 [MASK] horse"]
 PAIRS = ["The girl rides.", "Two men.", "violin violin"]
 
 
@@ -119,12 +119,15 @@ def test_tokenizer_json_equals_the_fast_tokenizer_of_the_same_file(files, tmp_pa
         assert got["mask"][i].sum() == len(ids)
 
 
-def test_training_at_build_time_is_deterministic_and_relative_to_the_spec(files, tmp_path):
+def test_training_at_build_time_from_a_file_next_to_the_spec(files, tmp_path):
     (tmp_path / "corpus.txt").write_text(CORPUS, encoding="utf-8")
     spec = _spec(tmp_path, "train: corpus.txt, vocab_size: 120")
-    a = _ours(spec, TEXTS)
-    b = _ours(spec, TEXTS)
-    np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    got = _ours(spec, TEXTS)
+    from composer.stages import PreStage
+    tok = PreStage(composer.load(spec).graph).runtime("tok").tok
+    assert [tok.id_to_token(int(i)) for i in got["tokens"][0, :2]] == ["[CLS]", "a"]     # lowercased, wrapped
+    assert tok.id_to_token(int(got["tokens"][0, got["mask"][0].sum() - 1])) == "[SEP]"
+    assert tok.token_to_id("[UNK]") not in got["tokens"][0]      # every word of the first text is in the corpus
     pipe = composer.load(spec)
     types = pipe.graph.types["tok"]
     assert types["tokens"].get("vocab") <= 120 and str(types["tokens"].shape[1]) == "T"
