@@ -214,7 +214,9 @@ def test_imported_spec_equals_transformers(tmp_path, tokenizers_, arch, family, 
     ("BertForSequenceClassification", "bert", ("--pair",)),
     ("RobertaForMaskedLM", "roberta", ()),
     ("AlbertModel", "albert", ()),
-], ids=["bert-pair", "roberta-mlm", "albert-shared"])
+    ("ElectraForPreTraining", "electra", ()),
+    ("DistilBertForSequenceClassification", "distilbert", ()),
+], ids=["bert-pair", "roberta-mlm", "albert-shared", "electra-discriminator", "distilbert-classifier"])
 def test_exported_onnx_equals_transformers(tmp_path, tokenizers_, arch, family, options):
     import onnxruntime as ort
     model, tok, folder = _folder(tmp_path, tokenizers_, family, arch)
