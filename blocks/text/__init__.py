@@ -1,5 +1,3 @@
 """Text blocks: tokenizer, embeddings, the transformer encoder (shared with vision), pooling and heads."""
 
-from . import encoder  # noqa: F401
-from . import embedding, heads, pooling  # noqa: F401
-from . import tokenizer  # noqa: F401
+from . import embedding, encoder, heads, pooling, tokenizer  # noqa: F401

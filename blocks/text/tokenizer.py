@@ -217,7 +217,7 @@ def _texts(value, port: str) -> list[str]:
 
 
 def _wordpiece(vocab: str, lowercase: bool, special: bool):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer, models
     tok = Tokenizer(models.WordPiece.from_file(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     # BertTokenizerFast's special tokens: kept whole in the text ("[MASK]" is one token), never lowercased
     tok.add_special_tokens([t for t in SPECIALS if tok.token_to_id(t) is not None])
