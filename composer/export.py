@@ -558,6 +558,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights=None,
         export_s = time.perf_counter() - t0
 
         _clean(proto)
+        _unique_values(proto)
         _double_size_math(proto)
         _check_dynamic(proto, dynamic, name)
         _set_metadata(proto, _metadata(pipe, specs, seed, fp16, static))
@@ -686,6 +687,44 @@ def _run_exporter(view, args, input_names, output_names, dynamic, opset, legacy,
         exporter = "legacy" if legacy else "dynamo"
         raise ExportError(f"pipeline `{name}`: the {exporter} ONNX exporter failed: {_short(exc)}\n"
                           f"  no file was written at {path}") from None
+
+
+def _unique_values(proto) -> None:
+    """Keep the graph in SSA form when an output's name is also the exporter's name for an inner
+    value (an output `embedding` beside the `embedding` lookup of a text model): the inner value
+    is renamed, and the nodes that read it follow."""
+    outputs = {o.name for o in proto.graph.output}
+    producers: dict[str, int] = {}
+    for node in proto.graph.node:
+        for o in node.output:
+            if o in outputs:
+                producers[o] = producers.get(o, 0) + 1
+    if all(n == 1 for n in producers.values()):
+        return
+    seen: dict[str, int] = {}
+    alias: dict[str, str] = {}
+    taken = {v for node in proto.graph.node for v in (*node.input, *node.output)}
+    for node in proto.graph.node:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+        for i, name in enumerate(node.output):
+            if producers.get(name, 0) < 2:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] == producers[name]:      # the last producer is the graph's output
+                alias.pop(name, None)
+                continue
+            fresh, k = f"{name}__inner", 1
+            while fresh in taken:
+                k += 1
+                fresh = f"{name}__inner{k}"
+            taken.add(fresh)
+            node.output[i] = fresh
+            alias[name] = fresh
+    kept = [vi for vi in proto.graph.value_info if producers.get(vi.name, 0) < 2]   # hints only; outputs keep theirs
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
 
 
 def _check_dynamic(proto, dynamic: Mapping[str, Mapping[int, str]], name: str) -> None:

@@ -211,3 +211,28 @@ def test_compare_semantics():
 def test_not_a_pipeline(tmp_path):
     with pytest.raises(ComposerError, match="takes a Pipeline"):
         export("spec.yaml", tmp_path / "x.onnx")
+
+
+def test_an_output_named_like_an_inner_value_keeps_the_graph_in_ssa_form(tmp_path):
+    """The exporter names the lookup of an embedding `embedding`; an output of that name must
+    not make two values of one name (onnx.checker rejects that)."""
+    pipe = composer.loads(textwrap.dedent("""\
+        pipeline: named
+        dims:
+          B: {sizes: [1, 2]}
+          T: {sizes: [4, 7]}
+        inputs:
+          tokens: {kind: tokens, shape: [B, T], dtype: int64}
+        blocks:
+          emb: {block: embedding, in: {tokens: tokens}, vocab_size: 30, dim: 8, max_positions: 16}
+          pool: {block: pooling, in: emb.sequence, mode: mean}
+        outputs:
+          embedding: pool
+        """))
+    path = tmp_path / "named.onnx"
+    rep = composer.export(pipe, path)
+    assert rep["verification"]["passed"]
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    produced = [o for node in model.graph.node for o in node.output]
+    assert produced.count("embedding") == 1 and [o.name for o in model.graph.output] == ["embedding"]
