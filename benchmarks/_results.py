@@ -113,3 +113,13 @@ def interleave(fns: dict[str, Callable[[], object]], budget_s: float, min_iters:
     for m in meas.values():
         m["cpu"] = [u + k for u, k in zip(m["user"], m["sys"])]
     return {"iters": i, "meas": meas}
+
+
+def op_counts(call: Callable[[], object], context: Callable = None) -> dict[str, int]:
+    """aten op name -> calls in one profiled forward, run under `context` (default `torch.no_grad`)."""
+    from torch.profiler import ProfilerActivity, profile
+    with (context or torch.no_grad)():
+        call()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+    return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}

@@ -54,7 +54,7 @@ import torchvision  # noqa: E402
 
 import composer  # noqa: E402
 from composer.weights import map_state_dict  # noqa: E402
-from _results import cpu_model, interleave, median_ci, publish  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import cpu_model, interleave, median_ci, op_counts, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
 SECTION = "## Vision backbones"
 TARGET = 1.02
@@ -193,16 +193,6 @@ def verdict(r: dict) -> str:
     if r["ratio"] <= TARGET:
         return "met"
     return "not met, within noise" if r["lo"] <= TARGET else "**NOT met**"
-
-
-def op_counts(call: Callable[[], object]) -> dict[str, int]:
-    """aten op name -> calls in one profiled forward."""
-    from torch.profiler import ProfilerActivity, profile
-    with torch.no_grad():
-        call()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            call()
-    return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}
 
 
 def op_diff(ours: dict[str, int], ref: dict[str, int]) -> tuple[list[str], list[str]]:

@@ -50,7 +50,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,7 +62,7 @@ import torch  # noqa: E402
 
 import composer  # noqa: E402
 from composer.weights import load_weights  # noqa: E402
-from _results import interleave, machine, median_ci, publish  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import interleave, machine, median_ci, op_counts, publish  # noqa: E402  (benchmarks/ is on sys.path)
 
 SECTION = "## Text"
 SPEC = ROOT / "pipelines" / "bert_base.yaml"
@@ -241,16 +241,6 @@ def models(tmp: Path, log) -> dict:
 # ---- 1. latency against transformers ------------------------------------------------------------
 
 
-def op_counts(call: Callable[[], object]) -> dict[str, int]:
-    """aten op name -> calls in one profiled forward."""
-    from torch.profiler import ProfilerActivity, profile
-    with torch.inference_mode():
-        call()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            call()
-    return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}
-
-
 def op_diff(ours: dict[str, int], ref: dict[str, int]) -> tuple[list[str], list[str]]:
     """(explained differences, view/copy-only differences) between two forwards' op counts."""
     differ = {k: (ours.get(k, 0), ref.get(k, 0)) for k in set(ours) | set(ref) if ours.get(k, 0) != ref.get(k, 0)}
@@ -303,8 +293,9 @@ def bench_latency(m: dict, section: Section, log) -> dict:
             f"(paired {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], CPU {r['ratio_cpu']:.3f}); composer without "
             f"the mask {r['no_mask']['a']:.1f} ms, ratio {r['no_mask']['ratio']:.3f}; {r['iters']} iterations")
     x = inputs(1)
-    ops_ours = op_counts(lambda: ours(**x))
-    ops_ref = op_counts(lambda: ref(input_ids=x["tokens"], attention_mask=x["mask"], token_type_ids=x["token_types"]))
+    ops_ours = op_counts(lambda: ours(**x), torch.inference_mode)
+    ops_ref = op_counts(lambda: ref(input_ids=x["tokens"], attention_mask=x["mask"], token_type_ids=x["token_types"]),
+                        torch.inference_mode)
     explained, views = op_diff(ops_ours, ops_ref)
     masks = {b: mask_cost(b) for b in BATCHES}
     for b, (t0, t1) in masks.items():
