@@ -186,6 +186,74 @@ def _clean(proto) -> None:
             strip(n.metadata_props)
 
 
+NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli",
+              "Dropout"}
+FOLD_MAX_BYTES = 256 * 1024**2
+
+
+def _fold_weights(proto) -> int:
+    """Compute once what the graph computes from its weights alone.
+
+    A block that stores its weights in torch's layout and rearranges them for an ONNX operator
+    (an LSTM's gates in ONNX's order, a projection folded into the recurrent matrix) exports that
+    rearrangement as nodes on initializers; the exporter's optimizer folds only tensors up to 8192
+    elements, so at real sizes every inference would repeat it. Each node whose inputs are all
+    initializers or constants is evaluated here with onnxruntime (one thread, no graph
+    optimisation) and its needed results become initializers; weights nothing reads any more are
+    dropped. Returns the number of nodes folded."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        return 0                                   # subgraphs read outer values: leave such graphs alone
+    const = {t.name for t in g.initializer}
+    folded, keep = [], []
+    for n in g.node:
+        if n.op_type not in NOT_FOLDED and n.domain in ("", "ai.onnx") and n.output and \
+                all(i in const or i == "" for i in n.input) and (n.input or n.op_type == "Constant"):
+            folded.append(n)
+            const.update(o for o in n.output if o)
+        else:
+            keep.append(n)
+    made = {o for n in folded for o in n.output if o}
+    needed = [v for v in dict.fromkeys([i for n in keep for i in n.input] + [o.name for o in g.output]) if v in made]
+    if not needed or all(n.op_type == "Constant" for n in folded):
+        return 0
+    by_name = {t.name: t for t in g.initializer}
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in g.value_info}
+    if any(not types.get(v) for v in needed):
+        inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+        types.update({vi.name: vi.type.tensor_type.elem_type for vi in inferred})
+    if any(not types.get(v) for v in needed):
+        return 0
+    sub = helper.make_graph(folded, "fold", [], [helper.make_tensor_value_info(v, types[v], None) for v in needed],
+                            [by_name[i] for i in dict.fromkeys(i for n in folded for i in n.input) if i in by_name])
+    model = helper.make_model(sub, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        values = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
+            needed, {})
+    except Exception:                              # an op onnxruntime cannot run alone: keep the graph as it is
+        return 0
+    if sum(v.nbytes for v in values) > FOLD_MAX_BYTES:
+        return 0
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    inits = [t for t in g.initializer if t.name in used]
+    inits += [numpy_helper.from_array(v, name) for name, v in zip(needed, values)]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    kept_info = [vi for vi in g.value_info if vi.name not in made]
+    del g.value_info[:]
+    g.value_info.extend(kept_info)
+    return len(folded)
+
+
 SHAPE_OPS = {"Shape", "Size", "Squeeze", "Unsqueeze", "Gather", "Min", "Max", "Add", "Sub", "Mul", "Div", "Cast",
              "Floor", "Ceil", "Concat", "Reshape", "Slice", "Neg", "Abs", "Identity", "Mod"}
 FLOAT_ARITH = {"Min", "Max", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Abs", "Identity"}
@@ -559,6 +627,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights=None,
 
         _clean(proto)
         _unique_values(proto)
+        _fold_weights(proto)
         _double_size_math(proto)
         _check_dynamic(proto, dynamic, name)
         _set_metadata(proto, _metadata(pipe, specs, seed, fp16, static))
@@ -639,6 +708,10 @@ def _metadata(pipe, specs: Mapping[str, InputSpec], seed, fp16: bool, static: bo
             info["preprocess"] = s.preprocess.model_dump(mode="json")
         if s.dtype not in ("float32", "float16", "bfloat16", "float64", "bool"):
             info["int_high"] = s.int_high
+        if s.columns:                  # a series input: `composer run model.onnx` reads its CSV columns
+            info["columns"] = list(s.columns)
+        if s.ignore_columns:
+            info["ignore_columns"] = list(s.ignore_columns)
         inputs[n] = info
     outputs = {}
     for n, ref in r.outputs.items():   # what each output is: `composer run model.onnx` reads detections by kind
@@ -671,10 +744,12 @@ def _run_exporter(view, args, input_names, output_names, dynamic, opset, legacy,
         with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
             warnings.simplefilter("ignore")
             if not legacy:
+                from ._onnx_ops import TRANSLATIONS
                 shapes = {n: dynamic.get(n, {}) for n in input_names} if dynamic else None
                 program = torch.onnx.export(view, args, dynamo=True, input_names=input_names,
                                             output_names=output_names, dynamic_shapes=shapes, opset_version=opset,
-                                            optimize=True, verbose=False, report=False)
+                                            optimize=True, verbose=False, report=False,
+                                            custom_translation_table=dict(TRANSLATIONS) or None)
                 return program.model_proto
             # legacy TorchScript exporter: only for blocks that declare they need it
             f = io.BytesIO()

@@ -255,6 +255,16 @@ def _kind_hint(found: str, accepted: tuple[str, ...]) -> Optional[str]:
         return "this block needs a spatial [B, C, H, W] map; connect it before pooling"
     if found in ("feature_map", "image") and "vector" in accepted:
         return "pool or flatten the map first (global_avg_pool, flatten)"
+    # 1-D layouts: time-major sequences [B, T, C] and channels-first signals [B, C, T]
+    if "signal" in accepted and is_a(found, "sequence"):
+        return ("this block wants a channels-first signal [B, C, T] (the layout of 1-D convs and pools); "
+                "insert a `transpose` block (dims: [1, 2]) to turn a [B, T, C] sequence into one")
+    if "signal" in accepted and found == "tensor":
+        return ("this block wants a channels-first signal [B, C, T]: declare the input `kind: signal` if it is "
+                "[B, C, T] already, or insert a `transpose` block (dims: [1, 2]) if it is [B, T, C]")
+    if found == "signal" and any(is_a("sequence", k) for k in accepted):
+        return ("this block wants a time-major sequence [B, T, C], and a signal is channels first [B, C, T]; "
+                "insert a `transpose` block (dims: [1, 2]) before it")
     return None
 
 

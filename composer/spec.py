@@ -72,13 +72,23 @@ class Preprocess(_Model):
         return value
 
 
+ColumnName = Annotated[str, Field(min_length=1)]
+
+
 class InputDecl(_Model):
-    """A pipeline input: kind, symbolic shape and dtype (and optional preprocessing)."""
+    """A pipeline input: kind, symbolic shape and dtype (and optional preprocessing; for a
+    `series` input, the CSV columns that are its features)."""
 
     kind: str
     shape: Optional[list[Union[int, str]]] = None
     dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
     preprocess: Optional[Preprocess] = None
+    columns: Optional[list[ColumnName]] = Field(
+        default=None, min_length=1,
+        description="series inputs: the CSV columns read as the F features, in this order (default: every column "
+                    "of the file not in `ignore_columns`, in file order)")
+    ignore_columns: list[ColumnName] = Field(
+        default=[], description="series inputs: CSV columns that are not features (a timestamp, an id)")
     description: str = ""
 
 
@@ -341,6 +351,7 @@ def parse(doc: Doc) -> ParsedSpec:
                 diags.add(E.INVALID_VALUE, f"unknown kind `{kind}`", loc=doc.loc(("inputs", name, "kind")),
                           path=f"inputs.{name}.kind", expected="one of: " + ", ".join(KINDS), found=kind,
                           hint=did_you_mean(kind, KINDS))
+            _check_columns(name, decl, doc, diags)
 
     blocks: dict[str, BlockDecl] = {}
     raw_blocks = data.get("blocks") if isinstance(data.get("blocks"), dict) else {}
@@ -371,6 +382,60 @@ def parse(doc: Doc) -> ParsedSpec:
         _check_name(name, doc, ("dims", name), diags, "dim", ident=True)
 
     return ParsedSpec(spec, blocks, doc, diags.items, outputs)
+
+
+def _names(value: Any) -> list[str]:
+    """The names of a `columns`/`ignore_columns` list as written (malformed ones are pydantic's to report)."""
+    return [v for v in value if isinstance(v, str) and v] if isinstance(value, list) else []
+
+
+def _check_columns(name: str, decl: dict, doc: Doc, diags: Diagnostics) -> None:
+    """`columns`/`ignore_columns` of an input: a `series` input's, each name once, as many
+    columns as the features dim F when that is fixed."""
+    kind, shape = decl.get("kind"), decl.get("shape")
+    base = ("inputs", name)
+    if kind == "series" and isinstance(shape, list) and len(shape) != 3:
+        diags.add(E.SHAPE_MISMATCH, f"a `series` input is [B, T, F], but input `{name}` has rank {len(shape)}",
+                  loc=doc.loc(base + ("shape",)), path=dotted(base + ("shape",)), expected="[B, T, F] (rank 3)",
+                  found="[" + ", ".join(str(d) for d in shape) + "]",
+                  hint="one row of F features per time step: e.g. `shape: [B, T, 3]`")
+    for key in ("columns", "ignore_columns"):
+        if key in decl and kind != "series" and isinstance(kind, str):
+            diags.add(E.INVALID_VALUE, f"`{key}` applies to `series` inputs only, and input `{name}` is `{kind}`",
+                      loc=doc.key_loc(base + (key,)), path=dotted(base + (key,)), expected="kind: series",
+                      found=f"kind: {kind}",
+                      hint="declare `kind: series` ([B, T, F], read from CSV files) or remove the key")
+    if kind != "series":
+        return
+    columns, ignored = _names(decl.get("columns")), _names(decl.get("ignore_columns"))
+    for key, names in (("columns", columns), ("ignore_columns", ignored)):
+        first: dict[str, int] = {}
+        for i, col in enumerate(decl.get(key) if isinstance(decl.get(key), list) else []):
+            if not isinstance(col, str) or not col:
+                continue
+            if col in first:
+                diags.add(E.INVALID_VALUE, f"column `{col}` is listed twice in `{key}`",
+                          loc=doc.loc(base + (key, i)), path=dotted(base + (key, i)), expected="unique column names",
+                          found=col, related=[("first listed", doc.loc(base + (key, first[col])))],
+                          hint="remove the repeated name")
+            else:
+                first[col] = i
+    raw_columns = decl.get("columns") if isinstance(decl.get("columns"), list) else []
+    for i, col in enumerate(decl.get("ignore_columns") if isinstance(decl.get("ignore_columns"), list) else []):
+        if isinstance(col, str) and col in columns:
+            diags.add(E.INVALID_VALUE, f"column `{col}` is both a feature (`columns`) and in `ignore_columns`",
+                      loc=doc.loc(base + ("ignore_columns", i)), path=dotted(base + ("ignore_columns", i)),
+                      related=[("listed in `columns`", doc.loc(base + ("columns", raw_columns.index(col))))],
+                      hint="keep it in one of the two lists")
+    if columns and isinstance(shape, list) and len(shape) == 3:
+        f = shape[-1]
+        n = len(columns)
+        if isinstance(f, int) and not isinstance(f, bool) and f != n:
+            diags.add(E.SHAPE_MISMATCH, f"input `{name}` has {n} columns, but its features dim F is {f}",
+                      loc=doc.loc(base + ("columns",)), path=dotted(base + ("columns",)),
+                      expected=f"{f} column names (the last dim of `shape`)", found=f"{n}: {', '.join(columns)}",
+                      related=[("the shape is declared", doc.loc(base + ("shape",)))],
+                      hint=f"list {f} columns, or make the last dim of `shape` {n}")
 
 
 def _parse_block(name: str, body: dict, doc: Doc, path: tuple, registry, diags: Diagnostics) -> Optional[BlockDecl]:

@@ -19,6 +19,8 @@ KINDS: dict[str, str | None] = {
     "image": "feature_map",    # [B, 3, H, W], pixels
     "mask": "tensor",          # boolean or {0,1} masks
     "sequence": "tensor",      # [B, T, C]
+    "series": "sequence",      # [B, T, F]: a time series, one row of F features per step
+    "signal": "tensor",        # [B, C, T]: channels first, the layout of 1-D convolutions and pools
     "tokens": "tensor",        # [B, T] integer ids
     "text": None,              # [B] strings: the input of a pre-processing stage (a tokenizer), never a tensor
     "vector": "tensor",        # [B, C]

@@ -1,4 +1,4 @@
-"""2-D convolution, and TensorFlow-style "same" padding shared by the conv blocks."""
+"""2-D and 1-D convolution, and TensorFlow-style "same" padding shared by the conv blocks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from composer.block import Block, In
 from composer.dims import DimLike, ceildiv, conv_out, floordiv, is_static
-from composer.params import Pad2, PosInt, Size2, pair
+from composer.params import NonNegInt, Pad2, PosInt, Size2, pair
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
 
@@ -152,3 +152,88 @@ class Conv2d(Block):
                                self.bias, size=x.shape[2:])
         return nn.Conv2d(x.shape[1], self.out_channels, pair(self.kernel), pair(self.stride), pair(self.padding),
                          pair(self.dilation), self.groups, self.bias)
+
+
+# ---- 1-D convolution (temporal: TCNs, audio, sensor signals) -------------------------------------
+
+
+class Conv1dPad(nn.Conv1d):
+    """nn.Conv1d that pads in forward with F.pad: `pad` (left, right) fixed at build time, or None for
+    TensorFlow "same" padding computed from the input's length (see `_runtime_pad`).
+
+    Used for padding a plain conv cannot express: causal (all of it on the left) and asymmetric or
+    length-dependent "same". Parameters are nn.Conv1d's `weight` and `bias`, so state-dict keys are a
+    plain conv's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1, bias: bool = True, pad: Optional[tuple[int, int]] = None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0, dilation, groups, bias)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (k,), (s,), (d,) = self.kernel_size, self.stride, self.dilation
+        left, right = self.pad if self.pad is not None else _runtime_pad(x.shape[-1], k, s, d)
+        x = F.pad(x, (left, right))                                # (B, C, T + left + right)
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={'runtime same' if self.pad is None else self.pad}"
+
+
+@register
+class Conv1d(Block):
+    """1-D convolution over a channels-first signal [B, C, T]; input channels are inferred.
+
+    `padding: same` is TensorFlow's "same" (output ceil(T / stride), the odd step of padding on the
+    right); `padding: causal` pads (kernel - 1) * dilation steps on the left only, so the output at t
+    sees inputs up to t and never later ones (TCN, WaveNet), with output length ceil(T / stride).
+    """
+    name: ClassVar[str] = "conv1d"
+    family: ClassVar[str] = "core"
+    inputs: ClassVar = {"x": In("signal", doc="[B, C_in, T], channels first")}
+    out_channels: PosInt
+    kernel: PosInt = 3
+    stride: PosInt = 1
+    padding: Union[NonNegInt, Literal["same", "causal"]] = 0
+    dilation: PosInt = 1
+    groups: PosInt = 1
+    bias: bool = True
+
+    def _in_channels(self, x: PortType) -> int:
+        expect_rank(x, 3, "x", " [B, C, T]")
+        expect_float(x, "x")
+        c = expect_static(x.shape[1], "x", "the channel count (axis 1) of a conv1d input")
+        if c % self.groups or self.out_channels % self.groups:
+            raise InferError(f"groups={self.groups} must divide both input channels ({c}) and out_channels "
+                             f"({self.out_channels})", param="groups", expected=f"a divisor of {c} and {self.out_channels}",
+                             found=str(self.groups))
+        return c
+
+    def infer(self, x: PortType) -> PortType:
+        self._in_channels(x)
+        if self.padding in ("same", "causal"):
+            t = same_out(x.shape[2], self.stride)
+        else:
+            t = conv_out(x.shape[2], self.kernel, self.stride, self.padding, self.dilation)
+            if isinstance(t, int) and t < 1:
+                raise InferError("the kernel is longer than the (padded) input", param="kernel",
+                                 expected="an output of at least 1 step", found=str(t))
+        return x.with_(shape=(x.shape[0], self.out_channels, t))
+
+    def param_count(self, x: PortType) -> int:
+        c = self._in_channels(x)
+        return self.out_channels * (c // self.groups) * self.kernel + (self.out_channels if self.bias else 0)
+
+    def build(self, x: PortType) -> nn.Module:
+        c = self._in_channels(x)
+        k, s, d = self.kernel, self.stride, self.dilation
+        if self.padding == "causal":
+            pad: Optional[tuple[int, int]] = ((k - 1) * d, 0)
+        elif self.padding == "same":
+            pad = same_pad(x.shape[2], k, s, d)
+        else:
+            return nn.Conv1d(c, self.out_channels, k, s, self.padding, d, self.groups, self.bias)
+        if pad is not None and pad[0] == pad[1]:
+            return nn.Conv1d(c, self.out_channels, k, s, pad[0], d, self.groups, self.bias)
+        return Conv1dPad(c, self.out_channels, k, s, d, self.groups, self.bias, pad)

@@ -13,6 +13,7 @@ from composer.params import Eps
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static, unify_shapes
 
+from ..sequence.attention import masked_softmax
 from .common import init_like_bert
 
 
@@ -38,12 +39,7 @@ class SequencePool(nn.Module):
                 return x.amax(dim=1)
             low = torch.finfo(x.dtype).min
             return x.masked_fill(~keep, low).amax(dim=1) * keep.any(dim=1).to(x.dtype)
-        s = self.score(x)                                                       # (B, T, 1)
-        if keep is not None:
-            s = s.masked_fill(~keep, torch.finfo(s.dtype).min)
-        w = torch.softmax(s, dim=1)                                             # (B, T, 1), sums to 1 over T
-        if keep is not None:
-            w = w * keep.to(w.dtype)                                            # an all-padded row gets no weight
+        w = masked_softmax(self.score(x), keep, dim=1)                          # (B, T, 1); an all-padded row: 0
         return (w * x).sum(dim=1)
 
 

@@ -44,7 +44,8 @@ class _Ran(NamedTuple):
 
 def run(
     target: Path = typer.Argument(..., help="A spec (.yaml) or an exported model (.onnx)."),
-    inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=FILE: an image, .npy, .npz or .safetensors."),
+    inputs: list[str] = typer.Option([], "--input", "-i", help="NAME=FILE: an image, .npy, .npz, .safetensors, or .csv "
+                                                             "(series inputs)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx (default: torch for a spec, onnx "
                                                                  "for an .onnx file)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or tensorrt (onnx backend only)."),

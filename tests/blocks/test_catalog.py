@@ -38,6 +38,8 @@ SAMPLES = {
     "logits": PortType("logits", (2, 8)),
     "probs": PortType("probs", (2, 8)),
     "sequence": PortType("sequence", (2, 5, 8)),
+    "series": PortType("series", (2, 5, 8)),
+    "signal": PortType("signal", (2, 8, 5)),
     "tensor": PortType("feature_map", (2, 8, 16, 16)),
     "tokens": PortType("tokens", (2, 5), "int64"),
 }
