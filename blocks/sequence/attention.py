@@ -42,7 +42,10 @@ from composer.block import Block, In
 from composer.dims import format_dim, shape_str
 from composer.params import PosInt
 from composer.registry import register
-from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
+from composer.types import InferError, PortType, expect_float, expect_rank, expect_static, register_kind
+
+# attention weights: [B, T] or [B, Tq, T], each row summing to 1 over the keys (0 where nothing is real)
+register_kind("attention", "probs")
 
 from ..core.attention import MultiHeadAttention
 
@@ -259,10 +262,10 @@ class Attention(Block):
         d, _ = self._check(x, query, mask)
         b, t = x.shape[0], x.shape[1]
         if query is not None and query.rank == 2:
-            out, weights = PortType("vector", (b, d), x.dtype), PortType("probs", (b, t), x.dtype)
+            out, weights = PortType("vector", (b, d), x.dtype), PortType("attention", (b, t), x.dtype)
         else:
             tq = t if query is None else query.shape[1]
-            out, weights = PortType("sequence", (b, tq, d), x.dtype), PortType("probs", (b, tq, t), x.dtype)
+            out, weights = PortType("sequence", (b, tq, d), x.dtype), PortType("attention", (b, tq, t), x.dtype)
         if self.mode == "multihead":
             return out
         return {"out": out, "weights": weights}
@@ -304,7 +307,7 @@ class AttentionPoolBlock(Block):
     def infer(self, x: PortType, mask: Optional[PortType] = None) -> dict[str, PortType]:
         d = self._dim(x, mask)
         return {"out": PortType("vector", (x.shape[0], d), x.dtype),
-                "weights": PortType("probs", (x.shape[0], x.shape[1]), x.dtype)}
+                "weights": PortType("attention", (x.shape[0], x.shape[1]), x.dtype)}
 
     def param_count(self, x: PortType, mask: Optional[PortType] = None) -> int:
         d = self._dim(x, mask)

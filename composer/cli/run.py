@@ -304,6 +304,13 @@ def _print_output(name: str, value: np.ndarray, kind: str, top_k: int, names=Non
         v = value.astype(np.float64)
         line += f"  min {v.min():.4g}  max {v.max():.4g}  mean {v.mean():.4g}"
     out.print(line, markup=False)
+    if kind == "attention" and value.ndim == 2 and top_k > 0 and np.issubdtype(value.dtype, np.floating):
+        k = min(top_k, value.shape[1])
+        for row in range(value.shape[0]):
+            steps = np.argsort(-value[row], kind="stable")[:k]
+            out.print(f"  [{row}] most attended steps: " + ", ".join(f"{s} ({value[row, s]:.3f})" for s in steps),
+                      markup=False)
+        return
     if kind in LOGIT_KINDS and value.ndim == 2 and top_k > 0 and np.issubdtype(value.dtype, np.floating):
         scores = value.astype(np.float64)
         if kind == "logits":

@@ -104,7 +104,7 @@ def test_self_attention_without_a_query():
             w = masked_softmax_ref(x[i] @ x[i, t] / math.sqrt(D), n) if t < n else torch.zeros(7)
             torch.testing.assert_close(weights[i, t], w, atol=1e-6, rtol=0)
         assert torch.equal(out[i, n:], torch.zeros(7 - n, D))
-    assert Attention().infer(x=PortType("series", (B, T, D)))["weights"] == PortType("probs", (B, T, T))
+    assert Attention().infer(x=PortType("series", (B, T, D)))["weights"] == PortType("attention", (B, T, T))
 
 
 def _reference_mha(module):
@@ -195,7 +195,7 @@ def test_attention_pool_is_additive_attention_with_a_learned_query():
                 torch.testing.assert_close(weights[i, :n], w_alone[0], atol=1e-6, rtol=0)
     assert torch.equal(out[3], torch.zeros(D)) and torch.equal(weights[3], torch.zeros(7))
     assert block.infer(x=PortType("series", (B, T, D))) == {"out": PortType("vector", (B, D)),
-                                                            "weights": PortType("probs", (B, T))}
+                                                            "weights": PortType("attention", (B, T))}
 
 
 SPEC = """\
