@@ -222,22 +222,23 @@ def _fold_weights(proto) -> int:
     if not needed or all(n.op_type == "Constant" for n in folded):
         return 0
     by_name = {t.name: t for t in g.initializer}
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in g.value_info}
-    if any(not types.get(v) for v in needed):
-        inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
-        types.update({vi.name: vi.type.tensor_type.elem_type for vi in inferred})
-    if any(not types.get(v) for v in needed):
+    weights = [by_name[i] for i in dict.fromkeys(i for n in folded for i in n.input) if i in by_name]
+    if sum(len(t.raw_data) or t.ByteSize() for t in weights) > FOLD_MAX_BYTES:
         return 0
-    sub = helper.make_graph(folded, "fold", [], [helper.make_tensor_value_info(v, types[v], None) for v in needed],
-                            [by_name[i] for i in dict.fromkeys(i for n in folded for i in n.input) if i in by_name])
-    model = helper.make_model(sub, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in g.value_info}
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
+        if any(not types.get(v) for v in needed):
+            inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+            types.update({vi.name: vi.type.tensor_type.elem_type for vi in inferred})
+        sub = helper.make_graph(folded, "fold", [], [helper.make_tensor_value_info(v, types[v], None) for v in needed],
+                                weights)
+        model = helper.make_model(sub, opset_imports=proto.opset_import, ir_version=proto.ir_version)
         values = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(
             needed, {})
-    except Exception:                              # an op onnxruntime cannot run alone: keep the graph as it is
+    except Exception:        # an op onnxruntime cannot run alone, an unknown type: keep the graph as it is
         return 0
     if sum(v.nbytes for v in values) > FOLD_MAX_BYTES:
         return 0

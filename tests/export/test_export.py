@@ -236,3 +236,30 @@ def test_an_output_named_like_an_inner_value_keeps_the_graph_in_ssa_form(tmp_pat
     onnx.checker.check_model(model, full_check=True)
     produced = [o for node in model.graph.node for o in node.output]
     assert produced.count("embedding") == 1 and [o.name for o in model.graph.output] == ["embedding"]
+
+
+def test_computations_on_weights_alone_are_folded_into_the_file():
+    """What a graph computes from its initializers only (here a transposed, scaled 200x200 matrix,
+    over the exporter's own 8192-element folding limit) is computed once at export; values stay."""
+    import importlib
+
+    from onnx import helper, numpy_helper
+
+    export_mod = importlib.import_module("composer.export")
+    w = np.random.default_rng(0).standard_normal((200, 200)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("Mul", ["wt", "two"], ["w2"]),
+             helper.make_node("MatMul", ["x", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["B", 200])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["B", 200])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(2.0), "two")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    before = onnx.load_from_string(proto.SerializeToString())
+    assert export_mod._fold_weights(proto) == 2
+    assert [n.op_type for n in proto.graph.node] == ["MatMul"]
+    assert [i.name for i in proto.graph.initializer] == ["w2"]
+    x = np.random.default_rng(1).standard_normal((3, 200)).astype(np.float32)
+    import onnxruntime as ort
+    got = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for m in (before, proto)]
+    assert np.array_equal(got[0], got[1])

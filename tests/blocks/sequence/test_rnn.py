@@ -260,3 +260,39 @@ def test_types_and_parameter_counts():
         block = (LSTMBlock if kind == "lstm" else GRUBlock)(hidden=8, layers=layers, bidirectional=bi,
                                                             **({"proj_size": proj} if kind == "lstm" else {}))
         assert block.param_count(x=x) == sum(p.numel() for p in reference(kind, layers, bi, proj).parameters())
+
+
+class PlainTagger(nn.Module):
+    """What a user writes by hand in PyTorch: a BiGRU over features, a linear layer per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(F, 16, num_layers=2, bidirectional=True, batch_first=True)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.out(self.gru(x)[0])
+
+
+def test_a_plain_pytorch_checkpoint_loads_and_gives_the_same_outputs(tmp_path):
+    from composer.weights import load_weights
+
+    torch.manual_seed(5)
+    plain = PlainTagger().eval()
+    torch.save(plain.state_dict(), tmp_path / "tagger.pt")
+    pipe = composer.loads(f"""\
+pipeline: tagger
+inputs:
+  x: {{kind: series, shape: [B, T, {F}]}}
+blocks:
+  rnn: {{block: gru, in: x, hidden: 16, layers: 2, bidirectional: true}}
+  tags: {{block: dense, in: rnn.sequence, out_features: 3}}
+outputs:
+  tags: tags
+""")
+    model = pipe.build().eval()
+    report = load_weights(model, tmp_path / "tagger.pt")
+    assert not report.missing and not report.unused
+    x = torch.randn(2, 13, F)
+    with torch.no_grad():
+        assert torch.equal(model(x=x)["tags"], plain(x))
