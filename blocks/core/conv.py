@@ -94,6 +94,14 @@ def same_conv2d(cin: int, cout: int, kernel, stride=1, dilation=1, groups: int =
     return Conv2dSame(cin, cout, k, s, d, groups, bias, ph, pw)
 
 
+def check_groups(c: int, out_channels: int, groups: int) -> int:
+    """`groups` must divide both channel counts; returns the input channels."""
+    if c % groups or out_channels % groups:
+        raise InferError(f"groups={groups} must divide both input channels ({c}) and out_channels ({out_channels})",
+                         param="groups", expected=f"a divisor of {c} and {out_channels}", found=str(groups))
+    return c
+
+
 # ---- the block ------------------------------------------------------------------------------
 
 
@@ -119,11 +127,7 @@ class Conv2d(Block):
         expect_rank(x, 4, "x")
         expect_float(x, "x")
         c = expect_static(x.shape[1], "x", "the channel count of a conv2d input")
-        if c % self.groups or self.out_channels % self.groups:
-            raise InferError(f"groups={self.groups} must divide both input channels ({c}) and out_channels "
-                             f"({self.out_channels})", param="groups", expected=f"a divisor of {c} and {self.out_channels}",
-                             found=str(self.groups))
-        return c
+        return check_groups(c, self.out_channels, self.groups)
 
     def infer(self, x: PortType) -> PortType:
         self._in_channels(x)
@@ -204,11 +208,7 @@ class Conv1d(Block):
         expect_rank(x, 3, "x", " [B, C, T]")
         expect_float(x, "x")
         c = expect_static(x.shape[1], "x", "the channel count (axis 1) of a conv1d input")
-        if c % self.groups or self.out_channels % self.groups:
-            raise InferError(f"groups={self.groups} must divide both input channels ({c}) and out_channels "
-                             f"({self.out_channels})", param="groups", expected=f"a divisor of {c} and {self.out_channels}",
-                             found=str(self.groups))
-        return c
+        return check_groups(c, self.out_channels, self.groups)
 
     def infer(self, x: PortType) -> PortType:
         self._in_channels(x)

@@ -170,6 +170,23 @@ class AvgPool1d(_Pool1d):
         return nn.AvgPool1d(k, s, p, ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
 
+def masked_mean(x: torch.Tensor, keep: Optional[torch.Tensor], dim: int) -> torch.Tensor:
+    """Mean of x over `dim` counting only where `keep` (a boolean broadcastable to x, size 1 on the
+    other axes) is true; where nothing is kept, 0. No mask: the plain mean."""
+    if keep is None:
+        return x.mean(dim=dim)
+    w = keep.to(x.dtype)
+    return (x * w).sum(dim=dim) / w.sum(dim=dim).clamp_min(1.0)
+
+
+def masked_max(x: torch.Tensor, keep: Optional[torch.Tensor], dim: int) -> torch.Tensor:
+    """Max of x over `dim` among the kept positions (as `masked_mean`); where nothing is kept, 0."""
+    if keep is None:
+        return x.amax(dim=dim)
+    low = torch.finfo(x.dtype).min
+    return x.masked_fill(~keep, low).amax(dim=dim) * keep.any(dim=dim).to(x.dtype)
+
+
 class GlobalPool1d(nn.Module):
     """(x (B, C, T)[, mask (B, T)]) -> (B, C), mean or max over T. Padded steps never count; an
     all-padded row pools to 0."""
@@ -179,14 +196,8 @@ class GlobalPool1d(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if mask is None:
-            return x.mean(dim=2) if self.mode == "mean" else x.amax(dim=2)
-        keep = (mask != 0).unsqueeze(1)                                      # (B, 1, T)
-        if self.mode == "mean":
-            w = keep.to(x.dtype)
-            return (x * w).sum(dim=2) / w.sum(dim=2).clamp_min(1.0)
-        low = torch.finfo(x.dtype).min
-        return x.masked_fill(~keep, low).amax(dim=2) * keep.any(dim=2).to(x.dtype)
+        keep = None if mask is None else (mask != 0).unsqueeze(1)           # (B, 1, T)
+        return (masked_mean if self.mode == "mean" else masked_max)(x, keep, dim=2)
 
 
 class _GlobalPool1dBlock(Block):

@@ -13,6 +13,7 @@ from composer.params import Eps
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static, unify_shapes
 
+from ..core.pool import masked_max, masked_mean
 from ..sequence.attention import masked_softmax
 from .common import init_like_bert
 
@@ -30,15 +31,9 @@ class SequencePool(nn.Module):
             return x[:, 0]
         keep = None if mask is None else (mask != 0).unsqueeze(-1)              # (B, T, 1)
         if self.mode == "mean":
-            if keep is None:
-                return x.mean(dim=1)
-            w = keep.to(x.dtype)
-            return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+            return masked_mean(x, keep, dim=1)
         if self.mode == "max":
-            if keep is None:
-                return x.amax(dim=1)
-            low = torch.finfo(x.dtype).min
-            return x.masked_fill(~keep, low).amax(dim=1) * keep.any(dim=1).to(x.dtype)
+            return masked_max(x, keep, dim=1)
         w = masked_softmax(self.score(x), keep, dim=1)                          # (B, T, 1); an all-padded row: 0
         return (w * x).sum(dim=1)
 
