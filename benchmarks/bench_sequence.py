@@ -208,8 +208,9 @@ def bench_lstm(section: Section, quick: bool, log) -> dict:
                 return y, h[-d:].transpose(0, 1).reshape(b, -1), (h, c)
             with torch.no_grad():
                 y, last, state = ours(x)
+                last_bare = bare_last()[1]
             _check_equal(f"{name} B={b} T={t}", [(y, y_bare), (state["h"], h_bare), (state["c"], c_bare),
-                                                 (last, bare_last()[1])])
+                                                 (last, last_bare)])
             fns = {"composer": lambda: ours(x), "bare": lambda: bare(x), SLICE: bare_last}
             if name not in ops:
                 x1 = series(1, LENGTHS[0], features, seed=1)
