@@ -44,10 +44,10 @@ from composer.params import PosInt
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static, register_kind
 
+from ..core.attention import MultiHeadAttention
+
 # attention weights: [B, T] or [B, Tq, T], each row summing to 1 over the keys (0 where nothing is real)
 register_kind("attention", "probs")
-
-from ..core.attention import MultiHeadAttention
 
 MASK_DTYPES = ("bool", "int64", "int32", "uint8")
 Mode = Literal["additive", "dot", "scaled_dot", "multihead"]
