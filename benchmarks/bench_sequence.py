@@ -64,7 +64,7 @@ import composer  # noqa: E402
 from blocks.sequence.rnn import LSTMBlock  # noqa: E402
 from composer.types import PortType  # noqa: E402
 from _results import interleave, machine, op_counts, publish  # noqa: E402  (benchmarks/ is on sys.path)
-from bench_text import Section, fmt_ms, fmt_spread, ratio_stats  # noqa: E402  (the same timing helpers)
+from bench_text import Section, fmt_spread, ratio_stats  # noqa: E402  (the same timing helpers)
 
 SECTION = "## Sequences"
 TARGET = 1.02               # composer lstm / bare nn.LSTM
@@ -181,6 +181,13 @@ def lstm_pair(features: int, hidden: int, layers: int, bidirectional: bool) -> t
     return ours, bare
 
 
+def last_fn(ours: nn.Module, d: int, b: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How composer's forward makes `last` from h (layers·D, B, H): its `_last` where it has one, else the
+    slicing its forward did inline."""
+    own = getattr(ours, "_last", None)
+    return own if own is not None else (lambda h: h[-d:].transpose(0, 1).reshape(b, -1))
+
+
 def _check_equal(what: str, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for a, b in pairs:
         if a.shape != b.shape or not torch.equal(a, b):
@@ -190,7 +197,9 @@ def _check_equal(what: str, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> N
 
 
 def bench_lstm(section: Section, quick: bool, log) -> dict:
-    runs = [(name, t, b, kind) for name in LSTMS for t, b in cells(quick) for kind in ("none", "full", "random")]
+    # at batch 1 the one row is the full first row, so `random` would repeat `full`
+    runs = [(name, t, b, kind) for name in LSTMS for t, b in cells(quick)
+            for kind in (("none", "full", "random") if b > 1 else ("none", "full"))]
     weights = {"none": 1.0, "full": 0.75, "random": 0.75}
     weights_left = sum(weights[k] for *_, k in runs)
     pairs = {name: lstm_pair(*cfg) for name, cfg in LSTMS.items()}
@@ -203,9 +212,11 @@ def bench_lstm(section: Section, quick: bool, log) -> dict:
         with torch.no_grad():
             y_bare, (h_bare, c_bare) = bare(x)
         if kind == "none":
+            last_of = last_fn(ours, d, b)
+
             def bare_last():
                 y, (h, c) = bare(x)
-                return y, h[-d:].transpose(0, 1).reshape(b, -1), (h, c)
+                return y, last_of(h), (h, c)
             with torch.no_grad():
                 y, last, state = ours(x)
                 last_bare = bare_last()[1]
@@ -246,7 +257,48 @@ def bench_lstm(section: Section, quick: bool, log) -> dict:
         log(f"  {name} B={b} T={t} mask={kind}: composer {r['a']:.2f} ms vs {ref} {r['b']:.2f} ms, ratio "
             f"{r['ratio']:.3f} (paired {r['paired']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}], CPU {r['ratio_cpu']:.3f}); "
             f"{diag} {r['diag']['a']:.2f} ms; {r['iters']} iterations")
-    return {"rows": rows, "ops": ops}
+    some = next(iter(pairs.values()))[0]
+    last_doc = ("composer's `_last(h)`" if hasattr(some, "_last") else
+                "`h[-D:].transpose(0, 1).reshape(B, -1)`, as composer's forward does")
+    return {"rows": rows, "ops": ops, "kernels": kernels(), "last_doc": last_doc}
+
+
+def _kernel(ops: dict[str, int]) -> str:
+    if ops.get("aten::mkldnn_rnn_layer"):
+        return f"oneDNN (`mkldnn_rnn_layer` × {ops['aten::mkldnn_rnn_layer']})"
+    return f"ATen's step loop (`addmm` × {ops.get('aten::addmm', 0)})"
+
+
+def kernels() -> dict:
+    """Which torch kernel each case runs (op counts of one forward), and the fixed cost of a call: the
+    forecaster's encoder at T=1, batch 1, with oneDNN on and off (interleaved)."""
+    t = LENGTHS[0]
+    lstm = nn.LSTM(4, 64, num_layers=2, batch_first=True).eval()
+    gru = nn.GRU(6, 64, num_layers=2, batch_first=True, bidirectional=True).eval()
+    x4, x6 = series(32, t, 4, seed=5), series(32, t, 6, seed=6)
+    uneven = pack_padded_sequence(x4, random_lengths(32, t, seed=7), batch_first=True, enforce_sorted=False)
+    even = pack_padded_sequence(x4, torch.full((32,), t), batch_first=True, enforce_sorted=False)
+    gru_uneven = pack_padded_sequence(x6, random_lengths(32, t, seed=7), batch_first=True, enforce_sorted=False)
+    cases = [(f"`nn.LSTM` (4 → 64, 2 layers), 32 × {t}, padded tensor", lambda: lstm(x4)),
+             (f"the same, packed, all lengths {t}", lambda: lstm(even)),
+             ("the same, packed, random lengths", lambda: lstm(uneven)),
+             (f"`nn.GRU` (6 → 64, 2 layers, bidirectional), 32 × {t}, padded tensor", lambda: gru(x6)),
+             ("the same, packed, random lengths", lambda: gru(gru_uneven))]
+    found = [(what, _kernel(op_counts(call))) for what, call in cases]
+    x1 = series(1, 1, 4, seed=8)
+
+    def off():
+        torch.backends.mkldnn.enabled = False
+        try:
+            return lstm(x1)
+        finally:
+            torch.backends.mkldnn.enabled = True
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = interleave({"onednn": lambda: lstm(x1), "aten": off}, 1.5, 50, 5)
+    step1 = {k: statistics.median(v["wall"]) for k, v in res["meas"].items()}
+    return {"cases": found, "t1": step1, "t1_iters": res["iters"]}
 
 
 # ---- the report ---------------------------------------------------------------------------------
@@ -260,6 +312,94 @@ def op_delta(ours: dict[str, int], bare: dict[str, int]) -> str:
     diff = [f"`{k}` {ours.get(k, 0)} vs {bare.get(k, 0)}" for k in sorted(set(ours) | set(bare))
             if ours.get(k, 0) != bare.get(k, 0)]
     return ", ".join(diff) if diff else "none"
+
+
+def _ratios(rows: list[dict], **match) -> str:
+    sel = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return ", ".join(f"{r['batch']} × {r['t']}: {r['ratio']:.2f}" for r in sel)
+
+
+def interpretation(onnx: Optional[dict], lstm: Optional[dict]) -> list[str]:
+    """A few lines on what is fast or slow and why, with this run's numbers."""
+    notes = []
+    k = lstm["kernels"] if lstm else None
+    if onnx:
+        rows = onnx["rows"]
+        for label in PIPELINES:
+            notes.append(f"onnxruntime / torch, {label}: one thread {_ratios(rows, label=label, threads=1)}; all cores "
+                         f"{_ratios(rows, label=label, threads=None)}.")
+        lstm1 = [r for r in rows if r["label"] == "LSTM forecaster" and r["threads"] == 1]
+        b1 = [r["ratio"] for r in lstm1 if r["batch"] == 1]
+        b32 = [r["ratio"] for r in lstm1 if r["batch"] == 32]
+        if b1 and b32:
+            line = (f"LSTM: onnxruntime's LSTM kernel is {'faster' if max(b1) < 1 else 'not faster'} at batch 1 "
+                    f"({min(b1):.2f}–{max(b1):.2f}), {'faster' if max(b32) < 1 else 'slower' if min(b32) > 1 else 'about even'} "
+                    f"at batch 32 ({min(b32):.2f}–{max(b32):.2f}). torch runs the padded LSTM through oneDNN")
+            if k:
+                on, off = k["t1"]["onednn"] * 1e3, k["t1"]["aten"] * 1e3
+                line += (f", which has a fixed cost per call: at T = 1 a call takes {on:,.0f} µs through oneDNN and "
+                         f"{off:,.0f} µs through ATen's own loop")
+            line += ("; at batch 1 that fixed part is much of the call, at batch 32 oneDNN's batched step GEMMs "
+                     "carry the time.")
+            notes.append(line)
+        gru1 = [r["ratio"] for r in rows if r["label"] == "GRU classifier" and r["threads"] == 1]
+        if gru1:
+            notes.append(f"GRU: onnxruntime is {1 / max(gru1):.1f}–{1 / min(gru1):.1f}× faster (one thread). torch has "
+                         "no oneDNN GRU on CPU: `nn.GRU` runs ATen's step loop, a handful of small ops per step, layer "
+                         "and direction (see the kernel table), and the classifier's mask makes it a packed sequence "
+                         "on top; onnxruntime runs each layer as one GRU node that skips padded steps through "
+                         "`sequence_lens`. The gap is widest at batch 1, where torch's per-op overhead is all there is.")
+        alls = {(r["label"], r["t"], r["batch"]): r for r in rows if r["threads"] is None}
+        ones = {(r["label"], r["t"], r["batch"]): r for r in rows if r["threads"] == 1}
+        slow = [(key, alls[key]["b"] / ones[key]["b"]) for key in alls if key in ones]
+        if slow:
+            lo, hi = min(v for _, v in slow), max(v for _, v in slow)
+            worst = max(slow, key=lambda kv: kv[1])
+            line = (f"All cores against one thread (separate rotations, so indicative only): torch's median at "
+                    f"{onnx['threads']} threads over its one-thread median, {lo:.2f}–{hi:.2f}× (highest: {worst[0][0]}, "
+                    f"{worst[0][2]} × {worst[0][1]}).")
+            if hi > 1.2:
+                line += (" A recurrent net runs many small ops one after another; an OpenMP pool of two synchronises "
+                         "at each of them, which costs more than splitting such small GEMMs saves, and stalls "
+                         "whenever the second core is busy elsewhere: for small recurrent models one thread per "
+                         "model is the better setting.")
+            elif hi < 0.9:
+                line += " The second core helps every cell here."
+            else:
+                line += (" The second core buys little: the per-step work of these small recurrent nets is too small "
+                         "to split well between two threads.")
+            notes.append(line)
+    if lstm:
+        none = [r for r in lstm["rows"] if r["kind"] == "none"]
+        if none:
+            worst = max(none, key=lambda r: r["ratio"])
+            extra = (worst["a"] - worst["b"]) * 1e3
+            sliced = (worst["diag"]["a"] - worst["diag"]["b"]) * 1e3
+            notes.append(f"composer's `lstm` without a mask: {min(r['ratio'] for r in none):.3f}–{worst['ratio']:.3f} "
+                         f"of the bare `nn.LSTM`, the most at {worst['name']} {worst['batch']} × {worst['t']}: "
+                         f"{extra:,.0f} µs more on a {worst['b'] * 1e3:,.0f} µs call, of which the `last` slicing († / "
+                         f"bare) is {sliced:,.0f} µs and composer's Python forward (composer / †) the rest. Both are "
+                         "fixed costs (the view ops in the op counts above, a few Python calls, the state dict), so "
+                         "they show only where a whole call is a few hundred µs: the small encoder at batch 1.")
+        masked = [r for r in lstm["rows"] if r["kind"] != "none"]
+        if masked:
+            comp = [r["rest"]["ratio"] for r in masked]
+            zero = [r["diag"]["ratio"] for r in masked]
+            line = (f"With a mask composer pays {min(r['ratio'] for r in masked):.2f}–{max(r['ratio'] for r in masked):.2f}× "
+                    f"the bare packed call: the mask's compaction (composer / ‡ {min(comp):.2f}–{max(comp):.2f}) and "
+                    f"the zeroing and slicing after it (‡ / packed {min(zero):.2f}–{max(zero):.2f}), all fixed costs that "
+                    "matter most at batch 1 and for the small encoder.")
+            full = {(r["name"], r["t"], r["batch"]): r["b"] for r in masked if r["kind"] == "full"}
+            slower = [(r, r["b"] / full[(r["name"], r["t"], r["batch"])]) for r in masked
+                      if r["kind"] == "random" and (r["name"], r["t"], r["batch"]) in full]
+            if k and slower:
+                line += (" Packing with unequal lengths is the expensive part on torch's side: its oneDNN kernel "
+                         "takes a packed batch only when all lengths are equal, otherwise it falls back to ATen's "
+                         "step loop (kernel table), so the bare packed call with random lengths takes "
+                         + ", ".join(f"{v:.1f}× ({r['name']} {r['batch']} × {r['t']})" for r, v in slower)
+                         + " the time of the all-full one, though it has about half the real steps.")
+            notes.append(line)
+    return notes
 
 
 def report(info: str, lstm_threads: int, load0, wall_s: float, quick: bool, onnx: Optional[dict],
@@ -312,8 +452,8 @@ def report(info: str, lstm_threads: int, load0, wall_s: float, quick: bool, onnx
                 f"`LSTMBlock(hidden, layers, bidirectional).build(x=PortType(\"series\", (B, T, F)))` with the state "
                 f"dict of a bare `nn.LSTM(batch_first=True)` loaded into it ({cfg}); outputs checked equal first "
                 f"(bitwise: the same kernel runs). Eager, eval, `no_grad`, `torch.set_num_threads({lstm_threads})`.",
-                "", f"**No mask** — composer's `forward(x)` against `nn.LSTM.forward(x)`; † the bare call plus composer's "
-                    "`last` (`h[-D:].transpose(0, 1).reshape(B, -1)`), timed in the same rotation: `† / bare` is what "
+                "", "**No mask** — composer's `forward(x)` against `nn.LSTM.forward(x)`; † the bare call plus composer's "
+                    f"`last` ({lstm['last_doc']}), timed in the same rotation: `† / bare` is what "
                     "the slicing costs, `composer / †` the rest of composer's forward (its Python: the mixin's "
                     "`forward`, `torch.compiler.is_exporting()`, the state dict).", "",
                 "| LSTM | B × T | iters | bare nn.LSTM | composer | **ratio** | paired [95% CI] | CPU-time ratio "
@@ -349,6 +489,17 @@ def report(info: str, lstm_threads: int, load0, wall_s: float, quick: bool, onnx
         out.append(f"- No mask, above {TARGET}: " + ("; ".join(
             f"{r['name']} {r['batch']} × {r['t']} ({r['ratio']:.3f}, paired {_ci(r)})" for r in miss)
             if miss else "none") + ".")
+        k = lstm["kernels"]
+        out += ["", "**Which torch kernel runs** (op counts of one forward, one thread):", "",
+                "| case | torch kernel |", "|---|---|"]
+        out += [f"| {what} | {kernel} |" for what, kernel in k["cases"]]
+        out += ["", f"A call's fixed cost: the forecaster's encoder (`nn.LSTM`, 4 → 64, 2 layers) at batch 1, T = 1, "
+                    f"interleaved, {k['t1_iters']} iterations: {k['t1']['onednn'] * 1e3:,.0f} µs through oneDNN, "
+                    f"{k['t1']['aten'] * 1e3:,.0f} µs with oneDNN switched off (`torch.backends.mkldnn.enabled = False`, "
+                    "ATen's step loop)."]
+    notes = interpretation(onnx, lstm)
+    if notes:
+        out += ["", "### What the figures say", ""] + [f"- {n}" for n in notes]
     out += ["", "- Shared 2-core machine: absolute times vary run to run; the ratios measured in one run are the figures."]
     return "\n".join(out)
 

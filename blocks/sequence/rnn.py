@@ -59,40 +59,51 @@ class _Recurrent:
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 lengths: Optional[torch.Tensor] = None):
         """x (B, T, F) -> (sequence (B, T, D·H_out), last (B, D·H_out), {"h": ..., "c": ...})."""
-        b, t = x.shape[0], x.shape[1]
+        exporting = torch.compiler.is_exporting()
+        if mask is None and lengths is None:       # the plain call: nothing but nn's kernel (or ONNX's operator)
+            return self._outputs(*(self._export_forward(x, None) if exporting else self._plain(x)))
+        t = x.shape[1]
         pos = None
         if mask is not None:
             keep = mask.to(torch.bool)
-            src, pos = compaction(keep)
-            x = _take(x, src)                                              # real steps first
             lengths = keep.sum(dim=1)
-        real = None
-        if lengths is not None:
-            lengths = lengths.to(torch.int64)
-            real = lengths > 0                                             # (B,) rows with a real step
-            lengths = lengths.clamp(1, t)
-        run = self._export_forward if torch.compiler.is_exporting() else self._eager_forward
-        y, h, c = run(x, lengths)
-        if lengths is not None:
-            valid = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]) & real[:, None]   # (B, T)
-            y = y * valid.unsqueeze(-1).to(y.dtype)
-            row = real[None, :, None].to(y.dtype)                          # (1, B, 1)
-            h = h * row
-            c = None if c is None else c * row
-            if pos is not None:
-                y = _take(y, pos)                                          # back to each step's place
-        d = 2 if self.bidirectional else 1
-        last = h[-d:].transpose(0, 1).reshape(b, -1)                       # (D, B, H) -> (B, D·H)
-        state = {"h": h} if c is None else {"h": h, "c": c}
-        return y, last, state
-
-    def _eager_forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor]):
-        if lengths is None:
-            y, hx = super().forward(x)
+            # real steps first; in torch only where the mask has holes (a prefix mask needs no moving)
+            if exporting or not torch.equal(keep, torch.arange(t, device=keep.device)[None, :] < lengths[:, None]):
+                src, pos = compaction(keep)
+                x = _take(x, src)
+        lengths = lengths.to(torch.int64)
+        real = lengths > 0                                                 # (B,) rows with a real step
+        lengths = lengths.clamp(1, t)
+        if exporting:
+            y, h, c = self._export_forward(x, lengths)
+        elif bool(real.all()) and int(lengths.min()) == t:                 # nothing padded after all
+            return self._outputs(*self._plain(x))
         else:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            y, hx = super().forward(packed)
-            y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+            y, h, c = self._packed(x, lengths)
+        valid = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]) & real[:, None]   # (B, T)
+        y = y * valid.unsqueeze(-1).to(y.dtype)
+        row = real[None, :, None].to(y.dtype)                              # (1, B, 1)
+        h = h * row
+        c = None if c is None else c * row
+        if pos is not None:
+            y = _take(y, pos)                                              # back to each step's place
+        return self._outputs(y, h, c)
+
+    def _outputs(self, y: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor]):
+        return y, self._last(h), ({"h": h} if c is None else {"h": h, "c": c})
+
+    def _last(self, h: torch.Tensor) -> torch.Tensor:
+        """The last layer's final states, directions side by side: h (layers·D, B, H) -> (B, D·H)."""
+        return torch.cat([h[-2], h[-1]], dim=-1) if self.bidirectional else h[-1]
+
+    def _plain(self, x: torch.Tensor):
+        y, hx = super().forward(x)
+        return (y, *hx) if self.rnn_kind == "lstm" else (y, hx, None)
+
+    def _packed(self, x: torch.Tensor, lengths: torch.Tensor):
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        y, hx = super().forward(packed)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
         return (y, *hx) if self.rnn_kind == "lstm" else (y, hx, None)
 
     def _export_forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor]):

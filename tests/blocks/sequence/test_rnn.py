@@ -296,3 +296,15 @@ outputs:
     x = torch.randn(2, 13, F)
     with torch.no_grad():
         assert torch.equal(model(x=x)["tags"], plain(x))
+
+
+def test_a_mask_with_nothing_padded_gives_the_plain_result():
+    mod = ours("lstm", 2, True, 0, masked=True)
+    x = torch.randn(3, 6, F)
+    with torch.no_grad():
+        plain = mod(x)
+        full = mod(x, torch.ones(3, 6, dtype=torch.bool))
+        by_lengths = mod(x, None, torch.full((3,), 6))
+    for got in (full, by_lengths):
+        assert torch.equal(got[0], plain[0]) and torch.equal(got[1], plain[1])
+        assert all(torch.equal(got[2][k], plain[2][k]) for k in ("h", "c"))
