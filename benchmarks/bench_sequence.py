@@ -63,8 +63,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 import composer  # noqa: E402
 from blocks.sequence.rnn import LSTMBlock  # noqa: E402
 from composer.types import PortType  # noqa: E402
-from _results import interleave, machine, op_counts, publish  # noqa: E402  (benchmarks/ is on sys.path)
-from bench_text import Section, fmt_spread, ratio_stats  # noqa: E402  (the same timing helpers)
+from _results import (Section, fmt_spread, interleave, machine, op_counts, publish,  # noqa: E402  (benchmarks/ is on sys.path)
+                      ratio_stats)
 
 SECTION = "## Sequences"
 TARGET = 1.02               # composer lstm / bare nn.LSTM
@@ -378,17 +378,20 @@ def interpretation(onnx: Optional[dict], lstm: Optional[dict]) -> list[str]:
             notes.append(f"composer's `lstm` without a mask: {min(r['ratio'] for r in none):.3f}–{worst['ratio']:.3f} "
                          f"of the bare `nn.LSTM`, the most at {worst['name']} {worst['batch']} × {worst['t']}: "
                          f"{extra:,.0f} µs more on a {worst['b'] * 1e3:,.0f} µs call, of which the `last` slicing († / "
-                         f"bare) is {sliced:,.0f} µs and composer's Python forward (composer / †) the rest. Both are "
-                         "fixed costs (the view ops in the op counts above, a few Python calls, the state dict), so "
-                         "they show only where a whole call is a few hundred µs: the small encoder at batch 1.")
+                         f"bare) is {sliced:,.0f} µs; the rest (composer / †) is composer's Python frame (a few µs: its "
+                         "`forward`, the state dict) and run-to-run noise of the same size, which the paired ratio and "
+                         "its CI separate. These are fixed costs, so they show only where a whole call is a few "
+                         "hundred µs: the small encoder at batch 1.")
         masked = [r for r in lstm["rows"] if r["kind"] != "none"]
         if masked:
             comp = [r["rest"]["ratio"] for r in masked]
             zero = [r["diag"]["ratio"] for r in masked]
             line = (f"With a mask composer pays {min(r['ratio'] for r in masked):.2f}–{max(r['ratio'] for r in masked):.2f}× "
-                    f"the bare packed call: the mask's compaction (composer / ‡ {min(comp):.2f}–{max(comp):.2f}) and "
-                    f"the zeroing and slicing after it (‡ / packed {min(zero):.2f}–{max(zero):.2f}), all fixed costs that "
-                    "matter most at batch 1 and for the small encoder.")
+                    f"the bare packed call: reading the mask (composer / ‡ {min(comp):.2f}–{max(comp):.2f}: a sum and a "
+                    "check that it has no holes; steps are moved only when it has) and the call with lengths "
+                    f"(‡ / packed {min(zero):.2f}–{max(zero):.2f}: below 1 where nothing is padded, which runs "
+                    "unpacked through oneDNN; otherwise the packed call itself, whose unpacking already zeroes the "
+                    "padded steps).")
             full = {(r["name"], r["t"], r["batch"]): r["b"] for r in masked if r["kind"] == "full"}
             slower = [(r, r["b"] / full[(r["name"], r["t"], r["batch"])]) for r in masked
                       if r["kind"] == "random" and (r["name"], r["t"], r["batch"]) in full]
@@ -468,9 +471,10 @@ def report(info: str, lstm_threads: int, load0, wall_s: float, quick: bool, onnx
         out += ["", "**With a mask** — composer's `forward(x, mask)` against the bare module on "
                     "`pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)`, unpacked with "
                     "`pad_packed_sequence(..., total_length=T)` (the lengths given, as a user holding them would); "
-                    "‡ composer's `forward(x, lengths=lengths)`, same rotation: `composer / ‡` is what turning the "
-                    "mask into lengths and compacting the steps (gathers, cumsum, scatter) costs, `‡ / packed` the "
-                    "zeroing of padded outputs and the `last` slicing. `full`: every step real; `random`: lengths "
+                    "‡ composer's `forward(x, lengths=lengths)`, same rotation: `composer / ‡` is what the mask "
+                    "costs over given lengths (turning it into lengths and checking it has no holes; a mask with "
+                    "holes would also move the real steps to the front), `‡ / packed` the rest of composer's call "
+                    "(unpacked where nothing is padded, and the `last` selection). `full`: every step real; `random`: lengths "
                     "uniform in 1..T, the first row full.", "",
                 "| LSTM | B × T | mask | iters | bare, packed | composer, mask | **ratio** | paired [95% CI] "
                 "| CPU-time ratio | ‡ / packed | composer / ‡ |",

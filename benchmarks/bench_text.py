@@ -62,7 +62,8 @@ import torch  # noqa: E402
 
 import composer  # noqa: E402
 from composer.weights import load_weights  # noqa: E402
-from _results import interleave, machine, median_ci, op_counts, publish  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import (Section, fmt_ms, fmt_spread, interleave, machine, median_ci, op_counts,  # noqa: E402
+                      publish, quartiles, ratio_stats)  # (benchmarks/ is on sys.path)
 
 SECTION = "## Text"
 SPEC = ROOT / "pipelines" / "bert_base.yaml"
@@ -122,52 +123,10 @@ VIEW_OPS = {"aten::as_strided", "aten::flatten", "aten::unflatten", "aten::view"
 # ---- timing -------------------------------------------------------------------------------------
 
 
-class Section:
-    """A deadline; `share(w, ws)` is this loop's part of the time left (weight w of the weights left)."""
-
-    def __init__(self, end: float):
-        self.end = end
-
-    def left(self, reserve: float = 0.0) -> float:
-        return max(0.0, self.end - time.perf_counter() - reserve)
-
-    def share(self, weight: float, weights_left: float, reserve: float = 0.0) -> float:
-        return self.left(reserve) * weight / max(weight, weights_left)
-
-
-def quartiles(xs: list[float]) -> tuple[float, float]:
-    if len(xs) < 4:
-        return min(xs), max(xs)
-    q = statistics.quantiles(xs, n=4)
-    return q[0], q[2]
-
-
-def ratio_stats(res: dict, a: str, b: str) -> dict:
-    """a / b by wall clock: ratio of medians, paired per-iteration ratio with its 95% CI, the
-    quartiles of each side, and the CPU-time ratio."""
-    ma, mb = res["meas"][a], res["meas"][b]
-    med = statistics.median
-    pairs = [x / y for x, y in zip(ma["wall"], mb["wall"]) if y > 0]
-    paired, lo, hi = median_ci(pairs)
-    cpu_b = med(mb["cpu"])
-    return {"a": med(ma["wall"]), "b": med(mb["wall"]), "a_q": quartiles(ma["wall"]), "b_q": quartiles(mb["wall"]),
-            "ratio": med(ma["wall"]) / med(mb["wall"]), "paired": paired, "lo": lo, "hi": hi,
-            "a_cpu": med(ma["cpu"]), "b_cpu": cpu_b, "ratio_cpu": med(ma["cpu"]) / cpu_b if cpu_b > 0 else float("nan"),
-            "iters": res["iters"]}
-
-
 def verdict(r: dict, target: float = TARGET) -> str:
     if r["ratio"] <= target:
         return "met"
     return "not met, within noise" if r["lo"] <= target else "**NOT met**"
-
-
-def fmt_ms(ms: float) -> str:
-    return f"{ms:,.2f} ms" if ms < 10 else f"{ms:,.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
-
-
-def fmt_spread(ms: float, q: tuple[float, float]) -> str:
-    return f"{fmt_ms(ms)} [{fmt_ms(q[0]).removesuffix(' ms')}, {fmt_ms(q[1])}]"
 
 
 # ---- the models ---------------------------------------------------------------------------------

@@ -76,15 +76,17 @@ class _Recurrent:
         lengths = lengths.clamp(1, t)
         if exporting:
             y, h, c = self._export_forward(x, lengths)
-        elif bool(real.all()) and int(lengths.min()) == t:                 # nothing padded after all
-            return self._outputs(*self._plain(x))
         else:
-            y, h, c = self._packed(x, lengths)
-        valid = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]) & real[:, None]   # (B, T)
-        y = y * valid.unsqueeze(-1).to(y.dtype)
-        row = real[None, :, None].to(y.dtype)                              # (1, B, 1)
-        h = h * row
-        c = None if c is None else c * row
+            every_row = bool(real.all())
+            if every_row and int(lengths.min()) == t:                      # nothing padded after all
+                return self._outputs(*self._plain(x))
+            y, h, c = self._packed(x, lengths)                             # padded steps come out zero
+        if exporting or not every_row:                                     # rows with no real step: all zero
+            valid = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]) & real[:, None]   # (B, T)
+            y = y * valid.unsqueeze(-1).to(y.dtype)
+            row = real[None, :, None].to(y.dtype)                          # (1, B, 1)
+            h = h * row
+            c = None if c is None else c * row
         if pos is not None:
             y = _take(y, pos)                                              # back to each step's place
         return self._outputs(y, h, c)
