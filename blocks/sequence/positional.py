@@ -26,13 +26,16 @@ from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
 
 
-def sinusoidal_encoding(length: int, dim: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """The (length, dim) sinusoidal table, float32; `length` may be a traced (symbolic) size."""
-    pos = torch.arange(length, device=device, dtype=torch.float32)                     # (T,)
-    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
-                     * (-math.log(10000.0) / dim))                                      # (D/2,) = 10000^(-2i/D)
-    angles = pos[:, None] * freq                                                        # (T, D/2)
-    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)                 # (T, D/2, 2) -> (T, D)
+def sinusoidal_encoding(length: int, dim: int, device: Optional[torch.device] = None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (length, dim) sinusoidal table: sin on even dims, cos on odd ones (an odd D ends with a sin);
+    `length` may be a traced (symbolic) size. Also the fixed table of `embedding`'s sinusoidal positions."""
+    pos = torch.arange(length, device=device, dtype=dtype)                              # (T,)
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=dtype)
+                     * (-math.log(10000.0) / dim))                                      # (ceil(D/2),) = 10000^(-2i/D)
+    angles = pos[:, None] * freq                                                        # (T, ceil(D/2))
+    table = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1)                # (T, ceil(D/2), 2) -> (T, 2·ceil(D/2))
+    return table if dim % 2 == 0 else table[:, :dim]
 
 
 class PositionalEncoding(nn.Module):

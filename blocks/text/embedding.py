@@ -20,17 +20,14 @@ from composer.params import Eps, NonNegInt, PosInt, Prob
 from composer.registry import register
 from composer.types import InferError, PortType, expect_rank, unify_shapes
 
+from ..sequence.positional import sinusoidal_encoding
 from .common import expect_ids, init_like_bert
 
 
 def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
-    """The Transformer's fixed positions: sin(p / 10000^(2i/d)) on even dims, cos on odd ones."""
-    pos = torch.arange(positions, dtype=torch.float64)[:, None]                 # (P, 1)
-    freq = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (ceil(d/2),)
-    table = torch.zeros(positions, dim, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table.float()
+    """The Transformer's fixed positions: sin(p / 10000^(2i/d)) on even dims, cos on odd ones
+    (computed in float64, stored in float32)."""
+    return sinusoidal_encoding(positions, dim, dtype=torch.float64).float()
 
 
 class Embeddings(nn.Module):
