@@ -141,6 +141,16 @@ class Section:
         return self.left(reserve) * weight / max(weight, weights_left)
 
 
+def sections(parts: list[str], weights: dict[str, float], total_s: float, start: Optional[float] = None):
+    """(part, Section) for each part in turn, each deadline its weighted share of `total_s` after
+    the previous one, from `start` (default now): an early part's unused time passes on to the later ones."""
+    end = time.perf_counter() if start is None else start
+    weight_sum = sum(weights[p] for p in parts)
+    for p in parts:
+        end += total_s * weights[p] / weight_sum
+        yield p, Section(end)
+
+
 def quartiles(xs: list[float]) -> tuple[float, float]:
     if len(xs) < 4:
         return min(xs), max(xs)

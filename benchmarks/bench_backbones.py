@@ -54,7 +54,8 @@ import torchvision  # noqa: E402
 
 import composer  # noqa: E402
 from composer.weights import map_state_dict  # noqa: E402
-from _results import cpu_model, interleave, median_ci, op_counts, publish  # noqa: E402  (benchmarks/ is on sys.path)
+from _results import (Section, cpu_model, interleave, median_ci, op_counts, publish,  # noqa: E402
+                      sections)  # (benchmarks/ is on sys.path)
 
 SECTION = "## Vision backbones"
 TARGET = 1.02
@@ -141,19 +142,6 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "onnxruntime": ort.__version__, "threads": torch.get_num_threads(),
             "interop": torch.get_num_interop_threads()}
-
-
-class Section:
-    """A deadline; `share(w, ws)` is this loop's part of the time left (weight w of the weights left)."""
-
-    def __init__(self, end: float):
-        self.end = end
-
-    def left(self, reserve: float = 0.0) -> float:
-        return max(0.0, self.end - time.perf_counter() - reserve)
-
-    def share(self, weight: float, weights_left: float, reserve: float = 0.0) -> float:
-        return self.left(reserve) * weight / max(weight, weights_left)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -675,14 +663,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"nproc {info['nproc']}, {info['cpu']}, torch {info['torch']} ({info['threads']} threads), onnxruntime "
         f"{info['onnxruntime']}, load average {load0[0]:.2f}")
     total = args.minutes * 60 - 15       # the report and a margin
-    weights = sum(SECTION_WEIGHTS[p] for p in parts)
     results: dict = {}
-    end = start
     with tempfile.TemporaryDirectory(prefix="bench_backbones.") as d:
         tmp = Path(d)
-        for p in parts:
-            end += total * SECTION_WEIGHTS[p] / weights
-            section = Section(end)
+        for p, section in sections(parts, SECTION_WEIGHTS, total, start):
             results[p] = {"latency": bench_latency, "onnx": bench_onnx, "build": bench_build}[p](tmp, section, log)
             log(f"{p} done")
     text = report(info, load0, time.perf_counter() - start, results.get("latency"), results.get("onnx"),

@@ -64,7 +64,7 @@ import composer  # noqa: E402
 from blocks.sequence.rnn import LSTMBlock  # noqa: E402
 from composer.types import PortType  # noqa: E402
 from _results import (Section, fmt_spread, interleave, machine, op_counts, publish,  # noqa: E402  (benchmarks/ is on sys.path)
-                      ratio_stats)
+                      ratio_stats, sections)
 
 SECTION = "## Sequences"
 TARGET = 1.02               # composer lstm / bare nn.LSTM
@@ -536,11 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench_sequence.") as d:
         total = minutes * 60 - (time.perf_counter() - start) - 5      # the report and a margin
-        weights = sum(PART_WEIGHTS[p] for p in parts)
-        end = time.perf_counter()
-        for p in parts:
-            end += total * PART_WEIGHTS[p] / weights
-            section = Section(end)
+        for p, section in sections(parts, PART_WEIGHTS, total):
             log(f"{p}: {section.left():.0f} s")
             if p == "onnx":
                 results[p] = bench_onnx(Path(d), section, args.quick, log)

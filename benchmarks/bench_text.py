@@ -63,7 +63,7 @@ import torch  # noqa: E402
 import composer  # noqa: E402
 from composer.weights import load_weights  # noqa: E402
 from _results import (Section, fmt_ms, fmt_spread, interleave, machine, median_ci, op_counts,  # noqa: E402
-                      publish, quartiles, ratio_stats)  # (benchmarks/ is on sys.path)
+                      publish, quartiles, ratio_stats, sections)  # (benchmarks/ is on sys.path)
 
 SECTION = "## Text"
 SPEC = ROOT / "pipelines" / "bert_base.yaml"
@@ -483,11 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         if {"latency", "onnx"} & set(parts):
             m = models(tmp, log)
         total = args.minutes * 60 - (time.perf_counter() - start) - 10      # the report and a margin
-        weights = sum(SECTION_WEIGHTS[p] for p in parts)
-        end = time.perf_counter()
-        for p in parts:
-            end += total * SECTION_WEIGHTS[p] / weights
-            section = Section(end)
+        for p, section in sections(parts, SECTION_WEIGHTS, total):
             log(f"{p}: {section.left():.0f} s")
             if p == "tokenizer":
                 results[p] = bench_tokenizer(tmp, section, log)

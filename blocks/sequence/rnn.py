@@ -114,10 +114,9 @@ class _Recurrent:
         h_in = x.transpose(0, 1)                                           # (T, B, F)
         hs, cs = [], []
         for layer in range(self.num_layers):
-            w, r, bias = self._onnx_weights(layer)
+            w, r, bias, w_hr = self._onnx_weights(layer)
             y, h, c = rnn_layer(h_in, w, r, bias, seq_lens, self.rnn_kind, self.hidden_size, self.bidirectional)
-            if getattr(self, "proj_size", 0):                               # y (T, D, B, H) -> (T, D, B, P)
-                w_hr = torch.stack([self._param("weight_hr", layer, d) for d in range(w.shape[0])])   # (D, P, H)
+            if w_hr is not None:                                           # y (T, D, B, H) -> (T, D, B, P)
                 y = y @ w_hr.transpose(1, 2)
                 h = h @ w_hr.transpose(1, 2)                               # (D, B, P)
             h_in = y.permute(0, 2, 1, 3).flatten(2)                        # (T, B, D·H)
@@ -129,9 +128,10 @@ class _Recurrent:
         return getattr(self, f"{name}_l{layer}{'_reverse' if direction else ''}", None)
 
     def _onnx_weights(self, layer: int):
-        """W (D, G·H, I), R (D, G·H, H), B (D, 2·G·H) of one layer in ONNX's gate order. With a
-        projection the recurrence runs on the unprojected state: R·(W_hr·h) = (R·W_hr)·h, so R
-        becomes R·W_hr (G·H x H) and the projection is applied to the outputs afterwards."""
+        """W (D, G·H, I), R (D, G·H, H), B (D, 2·G·H) of one layer in ONNX's gate order, and the LSTM
+        projection W_hr (D, P, H) or None. With a projection the recurrence runs on the unprojected
+        state: R·(W_hr·h) = (R·W_hr)·h, so R becomes R·W_hr (G·H x H) and W_hr is applied to the
+        outputs afterwards."""
         hid, dirs = self.hidden_size, range(2 if self.bidirectional else 1)
         order = torch.tensor([g * hid + i for g in ONNX_GATES[self.rnn_kind] for i in range(hid)],
                              device=self.weight_ih_l0.device)              # torch's gate rows in ONNX's order
@@ -146,7 +146,7 @@ class _Recurrent:
         b_ih, b_hh = stacked("bias_ih"), stacked("bias_hh")
         bias = (w.new_zeros(w.shape[0], 2 * w.shape[1]) if b_ih is None else
                 torch.cat([b_ih.index_select(1, order), b_hh.index_select(1, order)], dim=1))
-        return w.index_select(1, order), r.index_select(1, order), bias
+        return w.index_select(1, order), r.index_select(1, order), bias, w_hr
 
 
 class LSTM(_Recurrent, nn.LSTM):
