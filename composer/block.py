@@ -64,6 +64,7 @@ class Block(Params):
     passthrough: ClassVar[bool] = False  # compiled as a plain alias of its single input
     stage: ClassVar[str] = "core"  # "pre": runs in Python before the tensor core (a tokenizer), never exported
     path_params: ClassVar[tuple[str, ...]] = ()  # params naming files: resolved against the spec's folder
+    losses: ClassVar[tuple[str, ...]] = ()  # losses its module records in training (composer.block_losses)
 
     def build_stage(self, **inputs: PortType):
         """A pre-processing block's runtime: a callable from raw input values to its output arrays."""

@@ -106,6 +106,7 @@ class Resolved:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     spec: Optional[PipelineSpec] = None
     labels: Optional[Labels] = None                        # class names (the top-level spec's `labels:`)
+    train: Optional[Any] = None                            # the checked `train:` section (a TrainSection)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -523,6 +524,13 @@ def resolve(parsed: ParsedSpec) -> Resolved:
     # class names come from the top-level spec only: a sub-pipeline's own `labels:` is not used
     raw_labels = doc.data.get("labels") if isinstance(doc.data, dict) else None
     labels = check_labels(raw_labels, doc, r.diags) if raw_labels is not None else None
+    raw_train = doc.data.get("train") if isinstance(doc.data, dict) else None
+    train = None
+    if raw_train is not None:
+        from .train.config import check_section, check_names
+        train = check_section(raw_train, doc, r.diags)
+        if train is not None:
+            check_names(train, inputs, outputs, r.diags)
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,
         description=spec.description if spec else "",
@@ -530,7 +538,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         weights=weights,
         file=doc.file, dims=dims, inputs=inputs, nodes=r.nodes, outputs=outputs, scopes=r.scopes,
         groups=r.groups, max_param_bytes=spec.limits.max_param_bytes if spec else 16 * 1024**3,
-        diagnostics=r.diags.items, spec=spec, labels=labels)
+        diagnostics=r.diags.items, spec=spec, labels=labels, train=train)
 
 
 def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optional[WeightsSource]:

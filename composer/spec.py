@@ -128,6 +128,10 @@ class PipelineSpec(_Model):
         """`weights: FILE` is short for `weights: {file: FILE}`."""
         return {"file": value} if isinstance(value, str) else value
 
+    # validated by composer.train.config (located errors for each part of the section)
+    train: Any = Field(default=None, json_schema_extra={
+        "type": "object", "description": "how `composer train` trains this pipeline: data, augment, loss, metrics, "
+                                         "optimizer, schedule, batch_size, epochs, … (docs/training.md)"})
     # validated by composer.labels (a built-in name, a list or a file next to the spec)
     labels: Any = Field(default=None, json_schema_extra={
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}],
