@@ -2,7 +2,8 @@
 
 An override names a block of the spec, or one inside a sub-pipeline by its path
 (`backbone/conv1`), and what to change on it: a param (`out_channels`), a field of a param
-group (`group.field`), `repeat` or `frozen`. The value is written into the loaded document
+group (`group.field`), `repeat` or `frozen`; or a key of the `train:` section
+(`train.optimizer.lr`, `train.data.val_fraction`), unless the spec has a block named `train`. The value is written into the loaded document
 before the spec is parsed, located at the flag (its "file" is the flag, `--set
 roi.score_thresh=0.3`, line 1, columns counted in `roi.score_thresh=0.3`), so it is checked
 exactly like a value written in the spec: strict params, type inference, and errors that
@@ -26,6 +27,7 @@ from .errors import Diagnostic, Location, SpecError, did_you_mean
 # what an override may change on a block, and on a sub-pipeline block (`spec:`)
 FIXED = ("block", "spec", "in", "overrides")
 SUBPIPELINE_KEYS = ("repeat", "frozen", "description")
+TRAIN = "train"   # `--set train.KEY=VALUE` sets a key of the `train:` section
 
 Overrides = Union[Mapping[str, Any], Iterable[str], None]
 
@@ -190,6 +192,9 @@ def apply_pending(doc: Doc, pending: list[Pending], diags: list[Diagnostic]) -> 
         path, _, param_path = p.rest.partition(".")
         head, slash, deeper = path.partition("/")
         at = p.offset
+        if head == TRAIN and not slash and not at and head not in blocks:
+            _set_train(doc, data, o, param_path, diags)
+            continue
         if head not in blocks:
             names = [str(b) for b in blocks]
             listed = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", … ({len(names)} in all)"
@@ -238,6 +243,17 @@ def apply_pending(doc: Doc, pending: list[Pending], diags: list[Diagnostic]) -> 
                               + ", ".join(SUBPIPELINE_KEYS), found=param))
             continue
         _write(doc, ("blocks", head), body, [param] + (fields.split(".") if fields else []), o, param_loc, diags)
+
+
+def _set_train(doc: Doc, data: dict, o: Override, param_path: str, diags: list[Diagnostic]) -> None:
+    """`--set train.optimizer.lr=1e-3`: a key of the spec's `train:` section (created if the spec
+    has none); checked when the section is."""
+    section = data.get(TRAIN)
+    if section is None:
+        section = data[TRAIN] = {}
+    if not isinstance(section, dict):
+        return  # reported when the spec is parsed
+    _write(doc, (TRAIN,), section, param_path.split("."), o, o.loc(len(TRAIN) + 1), diags)
 
 
 def _write(doc: Doc, base: tuple, body: dict, names: list[str], o: Override, key_loc: Location,

@@ -8,6 +8,7 @@ from . import blocks, build, resolve, schema, validate
 from . import export, run
 from . import render, weights
 from . import hf
+from . import eval as eval_cmd, train
 
 app = typer.Typer(
     name="composer",
@@ -26,6 +27,8 @@ app.command("export")(export.export)
 app.command("run")(run.run)
 app.command("render")(render.render)
 app.command("weights")(weights.weights)
+app.command("train")(train.train)
+app.command("eval")(eval_cmd.eval_)
 app.add_typer(hf.app, name="import")
 
 
