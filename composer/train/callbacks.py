@@ -44,9 +44,13 @@ class WeightsWriter(Callback):
         self.best_step: Optional[int] = None
 
     def _save(self, trainer: pl.Trainer, module, name: str) -> None:
+        # every rank takes part (FSDP gathers the shards); rank 0 writes
+        state = trainer.strategy.lightning_module_state_dict()
         if trainer.is_global_zero:
-            from ..weights import save_weights
-            save_weights(module.model, self.folder / name, {"composer.step": str(trainer.global_step)})
+            from ..weights import save_tensors
+            tensors = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+            save_tensors(tensors, self.folder / name, {"composer.step": str(trainer.global_step)},
+                         module.model.pipeline_name)
 
     def on_validation_end(self, trainer: pl.Trainer, module) -> None:
         if trainer.sanity_checking or self.monitor is None:

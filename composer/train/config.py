@@ -233,8 +233,9 @@ class TrainSpec(_Model):
     regularize: Regularize = Regularize()
     schedule: Schedule = Constant(type="constant")
     batch_size: PosInt = 32
-    epochs: Optional[PosInt] = None
-    max_steps: Optional[PosInt] = None
+    epochs: Optional[PosInt] = Field(default=None, description="passes over the training data (default 10 without "
+                                                                "max_steps); with max_steps, whichever comes first")
+    max_steps: Optional[PosInt] = Field(default=None, description="optimizer steps")
     accumulate: PosInt = 1
     clip_grad: Optional[ClipGrad] = None
     precision: Literal[PRECISIONS] = "32"  # type: ignore[valid-type]
@@ -319,20 +320,23 @@ def check_section(raw: Any, doc: Doc, diags: Diagnostics) -> Optional[TrainSecti
             got = _losses(value, doc, path, diags)
             ok &= got is not None
             values[key] = got
+        elif key == "augment":
+            from .augment import check_augment
+            got = check_augment(value, doc, path, diags)
+            ok &= got is not None
+            values[key] = got if got is not None else []    # reported already
         else:
             values[key] = value
     if "data" not in raw:
         diags.add(E.MISSING_PARAM, "`train` needs a `data` section", loc=doc.key_loc(base), path="train.data",
                   hint="add `data: {format: image_folder, train: data/train}`")
         return None
-    if "epochs" in raw and "max_steps" in raw:
-        diags.add(E.INVALID_VALUE, "`train` sets both `epochs` and `max_steps`", loc=doc.key_loc(base + ("max_steps",)),
-                  path="train.max_steps", hint="give one: the run ends at whichever it names")
-        ok = False
     rest = {k: v for k, v in values.items() if k not in TYPED and k != "loss"}
     if _validate(_Untyped, rest, doc, base, diags, what="key") is None or not ok:
         return None
     full = dict(raw)
+    if "augment" in raw:
+        full["augment"] = values["augment"]        # bare step names as {name: {}}
     if isinstance(raw.get("loss"), dict):
         full["loss"] = {o: {"type": b} if isinstance(b, str) else b for o, b in raw["loss"].items()}
     spec = TrainSpec.model_validate(full)

@@ -115,6 +115,11 @@ def plan(pipe) -> Plan:
         boxes = next((o for o, t in out_types.items() if t is not None and t.kind == "boxes"), None)
         if boxes is not None:
             wanted = [boxes]
+    if not wanted:      # nothing named: the one class-score output learns the data's `label`
+        scores = [o for o, t in out_types.items() if t is not None and t.kind in CLASS_KINDS
+                  and (t.kind == "logits" or "logits" in o)]
+        if len(scores) == 1:
+            wanted = scores
     if not wanted:
         diags.add(E.MISSING_PARAM, "`train` names nothing to learn: no output has a loss or a target",
                   loc=section.key_loc(), path="train.loss",

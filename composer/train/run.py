@@ -145,8 +145,8 @@ def _train(pipe, folder: Optional[Path], *, resume: bool, devices: Any, num_node
         raise ComposerError(f"unknown strategy {strategy!r}: choose {', '.join(STRATEGIES)}")
     accelerator = _accelerator(accelerator)
     if strategy == "fsdp" and accelerator == "cpu":
-        raise ComposerError("--strategy fsdp shards over CUDA devices, and this run is on the CPU: use "
-                            "--strategy ddp (gloo) on CPUs, or run on GPUs")
+        raise ComposerError("--strategy fsdp runs on CUDA devices only (Lightning shards with FSDP on GPUs): use "
+                            "--strategy ddp on CPUs (gloo), or run on GPUs")
     if spec.precision == "16-mixed" and accelerator == "cpu":
         raise ComposerError("precision 16-mixed needs a CUDA device; on the CPU use bf16-mixed (or 32)")
     train_data, val_data = open_splits(p, Path(pipe.file).resolve().parent, seed)
@@ -210,7 +210,7 @@ def quiet_lightning() -> Iterator[None]:
     with warnings.catch_warnings():
         for pattern in (".*does not have many workers.*", ".*exists and is not empty.*", ".*LeafSpec.*",
                         ".*is not using a `DistributedSampler`.*", ".*smaller than the logging interval.*",
-                        ".*`training_step` returned `None`.*", ".*Checkpoint directory .* exists and is not empty.*"):
+                        ".*`training_step` returned `None`.*", ".*when logging on epoch level in distributed.*", ".*Checkpoint directory .* exists and is not empty.*"):
             warnings.filterwarnings("ignore", message=pattern)
         try:
             yield
