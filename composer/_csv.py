@@ -10,7 +10,7 @@ import csv
 import math
 from array import array
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -19,10 +19,13 @@ from .inputs import NUMPY_DTYPES, InputError, InputSpec, _looks_like
 CSV_DTYPES = ("float32", "float64", "float16")
 
 
-def _utf8_lines(f, path: Path, spec: InputSpec):
+def _utf8_lines(f, path: Path, where: str, pos: Optional[list[int]] = None):
     """The lines of a binary file as text, each checked as UTF-8 on its own (so an error
-    names its line); a byte-order mark at the start is dropped."""
+    names its line); a byte-order mark at the start is dropped. `pos[0]`, when given, is
+    kept at the byte offset after the last line given (where the next row starts)."""
     for number, raw in enumerate(f, 1):
+        if pos is not None:
+            pos[0] += len(raw)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -31,7 +34,7 @@ def _utf8_lines(f, path: Path, spec: InputSpec):
                 seems = f"; it looks like {what}" if what not in ("text", "an empty file") else ""
             else:
                 seems = ""
-            raise InputError(f"input `{spec.name}`: {path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+            raise InputError(f"{where}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
                              f"column {exc.start + 1}){seems}; save the CSV as UTF-8") from None
         yield text.removeprefix("\ufeff") if number == 1 else text
 
@@ -61,7 +64,7 @@ def load_csv(path: Path, spec: InputSpec) -> np.ndarray:
     except OSError as exc:
         raise InputError(f"{where}: cannot read it: {exc.strerror or exc}") from None
     with f:
-        reader = csv.reader(_utf8_lines(f, path, spec))
+        reader = csv.reader(_utf8_lines(f, path, where))
         try:
             header, header_line = _csv_header(reader, where)
             features = _csv_features(header, header_line, spec, where)
@@ -83,7 +86,8 @@ def load_csv(path: Path, spec: InputSpec) -> np.ndarray:
     return out
 
 
-def _csv_header(reader, where: str) -> tuple[list[str], int]:
+def _csv_header(reader, where: str, what: str = "a CSV for a series input",
+                rows: str = "one row per time step") -> tuple[list[str], int]:
     """The first non-blank row, checked: named, unique columns that are not numbers."""
     for row in reader:
         if not row or all(not c.strip() for c in row):
@@ -92,7 +96,7 @@ def _csv_header(reader, where: str) -> tuple[list[str], int]:
         names = [c.strip() for c in row]
         if _looks_numeric(names):
             raise InputError(f"{where}:{line}: the first row holds numbers ({', '.join(names[:4])}"
-                             f"{', ...' if len(names) > 4 else ''}), not column names; a CSV for a series input "
+                             f"{', ...' if len(names) > 4 else ''}), not column names; {what} "
                              "starts with a header row naming its columns")
         for i, n in enumerate(names):
             if not n:
@@ -106,8 +110,8 @@ def _csv_header(reader, where: str) -> tuple[list[str], int]:
                                  f"{i + 1}); every column needs its own name")
             seen[n] = i
         return names, line
-    raise InputError(f"{where}: the file is empty; a CSV for a series input has a header row naming its columns, "
-                     "then one row per time step")
+    raise InputError(f"{where}: the file is empty; {what} has a header row naming its columns, "
+                     f"then {rows}")
 
 
 def _csv_features(header: list[str], line: int, spec: InputSpec, where: str) -> list[int]:

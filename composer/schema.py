@@ -52,6 +52,12 @@ def spec_schema() -> dict[str, Any]:
     weights["anyOf"] = [{"type": "string"}, *(v for v in weights["anyOf"] if v.get("type") != "null")]
     top["properties"]["blocks"] = {"type": "object", "minProperties": 1,
                                    "additionalProperties": {"oneOf": variants}}
+    from .train.config import TrainSpec
+    train = TrainSpec.model_json_schema()
+    for k, v in train.pop("$defs", {}).items():
+        defs[k] = v
+    train["description"] = top["properties"]["train"].get("description", "")
+    top["properties"]["train"] = train
     top["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     top["title"] = "composer pipeline spec"
     return top

@@ -124,9 +124,16 @@ def multiscale_roi_align(maps: Sequence[Tensor], strides: Sequence[int], boxes: 
     flat = boxes.reshape(-1, 4)
     image = torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(n)
     rois = torch.cat([image[:, None], flat], 1)                        # (B*N, 5)
+    return roi_align_levels(maps, strides, rois, output_size, sampling_ratio, mapper)
+
+
+def roi_align_levels(maps: Sequence[Tensor], strides: Sequence[int], rois: Tensor, output_size: int,
+                     sampling_ratio: int, mapper: LevelMapper) -> Tensor:
+    """RoIAlign of rois [K, 5] (image index, x1, y1, x2, y2) from the FPN level each maps to
+    -> [K, C, output_size, output_size] (torchvision's `_multiscale_roi_align`)."""
     if len(maps) == 1:
         return torchvision.ops.roi_align(maps[0], rois, output_size, 1.0 / strides[0], sampling_ratio, aligned=False)
-    levels = mapper([flat])
+    levels = mapper([rois[:, 1:]])
     out = torch.zeros((rois.shape[0], maps[0].shape[1], output_size, output_size), dtype=maps[0].dtype,
                       device=maps[0].device)
     for level, (fmap, stride) in enumerate(zip(maps, strides)):

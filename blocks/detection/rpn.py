@@ -6,6 +6,9 @@ selection (top-k per level, clip, small-box and score filters, NMS per image and
 post-NMS top-k) is torchvision's `filter_proposals` on the whole batch at once
 (`ops.select_top`), because its per-image loop does not trace with a dynamic batch. The
 result is padded to `post_nms_top_n` proposals per image with a count.
+
+In a training step (`composer.block_losses`) it also records torchvision's RPN losses
+(`training.AnchorSampler`); the proposals it outputs are the same as in eval mode.
 """
 
 from __future__ import annotations
@@ -21,14 +24,24 @@ from torchvision.models.detection.rpn import RPNHead
 from typing_extensions import Annotated
 
 from composer.block import Block, In
+from composer.block_losses import active
 from composer.params import PosFloat, PosInt
 from composer.registry import register
 from composer.types import InferError, PortType, expect_static
 
 from .ops import clear_unused, clip_boxes, gather_rows, grid_anchors, large_enough, select_top, slot_mask
 from .ports import feature_levels, image_sizes_type, proposals_type
+from .training import AnchorSampler, step_targets
 
 Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+def check_thresholds(fg: float, bg: float) -> None:
+    """A matcher's IoU thresholds: the background one cannot exceed the foreground one."""
+    if bg > fg:
+        raise InferError("bg_iou_thresh is above fg_iou_thresh", param="bg_iou_thresh",
+                         expected=f"at most fg_iou_thresh ({fg})", found=str(bg))
 
 
 def features_example(channels: int = 8, b: int = 2) -> PortType:
@@ -42,7 +55,7 @@ class RPN(nn.Module):
 
     def __init__(self, levels: list[str], strides: list[int], channels: int, sizes: list[list[int]],
                  ratios: list[list[float]], conv_depth: int, pre_nms_top_n: int, post_nms_top_n: int,
-                 nms_thresh: float, score_thresh: float, min_size: float):
+                 nms_thresh: float, score_thresh: float, min_size: float, sampler: AnchorSampler):
         super().__init__()
         self.levels, self.stride0 = list(levels), strides[0]
         cells = AnchorGenerator(tuple(tuple(s) for s in sizes), tuple(tuple(r) for r in ratios)).cell_anchors
@@ -52,6 +65,7 @@ class RPN(nn.Module):
         self.coder = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
         self.pre_nms_top_n, self.post_nms_top_n = pre_nms_top_n, post_nms_top_n
         self.nms_thresh, self.score_thresh, self.min_size = nms_thresh, score_thresh, min_size
+        self.sampler = sampler
 
     def forward(self, features: dict, sizes: dict) -> dict:
         maps = [features[n] for n in self.levels]
@@ -59,12 +73,16 @@ class RPN(nn.Module):
         b = maps[0].shape[0]
         # the padded image size: the first level's stride divides the transform's padding multiple
         image_hw = (maps[0].shape[-2] * self.stride0, maps[0].shape[-1] * self.stride0)
-        boxes, scores, levels = [], [], []
+        step = active() if self.training else None
+        boxes, scores, levels, every = [], [], [], []
         for i, (obj, delta, fmap) in enumerate(zip(logits, deltas, maps)):
             h, w = obj.shape[-2:]
             obj = obj.permute(0, 2, 3, 1).reshape(b, -1)                      # (B, h*w*A)
             delta = delta.view(b, -1, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4)
             anchors = grid_anchors(getattr(self, f"cell{i}"), fmap, image_hw)  # (h*w*A, 4)
+            if step is not None:
+                every.append((obj, delta, anchors))
+            obj, delta = obj.detach(), delta.detach()     # proposals are not trained through (torchvision)
             k = torch.sym_min(self.pre_nms_top_n, obj.shape[1])
             top, idx = obj.topk(k, dim=1)                                      # (B, k)
             chosen = self.coder.decode_single(gather_rows(delta, idx).reshape(-1, 4), anchors[idx].reshape(-1, 4))
@@ -77,6 +95,14 @@ class RPN(nn.Module):
         keep = large_enough(box, self.min_size) & (prob >= self.score_thresh)
         idx, count = select_top(box, prob, keep, level, self.nms_thresh, self.post_nms_top_n)
         valid = slot_mask(count, self.post_nms_top_n)
+        if step is not None:    # a training step: torchvision's RPN losses over every anchor of the padded batch
+            objectness = torch.cat([o for o, _, _ in every], 1)              # (B, S) every level's anchors
+            pred = torch.cat([d for _, d, _ in every], 1)                    # (B, S, 4)
+            anchors = torch.cat([a for _, _, a in every], 0)                 # (S, 4)
+            targets = step_targets(step, b, objectness.device)
+            loss_objectness, loss_box = self.sampler.losses(objectness, pred, anchors, targets, self.coder)
+            step.add("loss_objectness", loss_objectness)
+            step.add("loss_rpn_box_reg", loss_box)
         return {"boxes": clear_unused(gather_rows(box, idx), valid), "scores": clear_unused(gather_rows(prob, idx), valid),
                 "count": count}
 
@@ -87,9 +113,16 @@ class RPNBlock(Block):
 
     One anchor size list per level (`anchor_sizes`, fine to coarse) and aspect ratios shared by
     all levels or given per level. Proposals are padded to `post_nms_top_n` per image, with a count.
+
+    In training (`composer train`) it records torchvision's RPN losses: every anchor of the padded
+    batch is matched to the target boxes (positive at IoU >= `fg_iou_thresh`, and each box's
+    best anchors; negative below `bg_iou_thresh`), `batch_size_per_image` anchors are sampled
+    per image with at most `positive_fraction` positive, and `loss_objectness` (BCE) and
+    `loss_rpn_box_reg` (smooth L1, beta 1/9) are computed on them.
     """
     name: ClassVar[str] = "rpn"
     family: ClassVar[str] = "detection"
+    losses: ClassVar = ("loss_objectness", "loss_rpn_box_reg")
     inputs: ClassVar = {"features": In("features", doc="FPN levels"), "sizes": In("image_sizes")}
     outputs: ClassVar = ("proposals",)
     example: ClassVar = {"params": {"anchor_sizes": [[32], [64]], "pre_nms_top_n": 50, "post_nms_top_n": 20},
@@ -103,8 +136,14 @@ class RPNBlock(Block):
     nms_thresh: Threshold = 0.7
     score_thresh: Threshold = 0.0
     min_size: Annotated[float, Field(ge=0.0)] = 1e-3
+    # training (the losses; proposals are the same in both modes)
+    fg_iou_thresh: Threshold = 0.7     # an anchor with IoU >= this to a target box is positive
+    bg_iou_thresh: Threshold = 0.3     # an anchor with IoU < this to every target box is negative
+    batch_size_per_image: PosInt = 256     # anchors sampled per image for the losses
+    positive_fraction: Fraction = 0.5      # at most this share of them positive
 
     def _plan(self, features: PortType):
+        check_thresholds(self.fg_iou_thresh, self.bg_iou_thresh)
         chosen = feature_levels(features, self.levels, "rpn")
         if len(self.anchor_sizes) != len(chosen):
             raise InferError(f"rpn: {len(self.anchor_sizes)} anchor size lists for {len(chosen)} feature levels",
@@ -140,4 +179,5 @@ class RPNBlock(Block):
         chosen, ratios, c, _ = self._plan(features)
         return RPN([n for n, _, _ in chosen], [s for _, _, s in chosen], c, self.anchor_sizes, ratios,
                    self.conv_depth, self.pre_nms_top_n, self.post_nms_top_n, self.nms_thresh, self.score_thresh,
-                   self.min_size)
+                   self.min_size, AnchorSampler(self.fg_iou_thresh, self.bg_iou_thresh, self.batch_size_per_image,
+                                                self.positive_fraction))

@@ -21,12 +21,14 @@ from typing_extensions import Annotated
 from torch import nn
 
 from composer.block import Block, In
+from composer.block_losses import active
 from composer.dims import sym
 from composer.params import PosFloat, PosInt
 from composer.registry import register
 from composer.types import InferError, PortType
 
 from .ports import detections_type, expect_rgb, image_sizes_type
+from .training import RESIZED_TARGETS, resize_targets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,7 +36,10 @@ Triple = Annotated[list[float], Field(min_length=3, max_length=3)]
 
 
 class DetectionTransform(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> normalised, resized, zero-padded (B, 3, Hs, Ws), and the sizes."""
+    """(B, 3, H, W) in [0, 1] -> normalised, resized, zero-padded (B, 3, Hs, Ws), and the sizes.
+
+    In a training step (`composer.block_losses`) it also maps the step's targets into the
+    resized image, for the RPN and RoI heads' losses."""
 
     def __init__(self, min_size: int, max_size: int, mean, std, size_divisible: int):
         super().__init__()
@@ -52,6 +57,8 @@ class DetectionTransform(nn.Module):
         ph, pw = (nh + d - 1) // d * d, (nw + d - 1) // d * d
         x = F.pad(x, (0, pw - nw, 0, ph - nh))                        # (B, 3, Hs, Ws), zeros bottom/right
         device = image.device
+        if self.training and (step := active()) is not None:     # a training step: targets follow the resize
+            step.scratch[RESIZED_TARGETS] = resize_targets(step.targets, (h, w), (nh, nw), device)
         resized = torch.tensor([nh, nw], dtype=torch.int64, device=device).expand(b, 2)
         original = torch.tensor([h, w], dtype=torch.int64, device=device).expand(b, 2)
         return x, {"resized": resized, "original": original}

@@ -9,6 +9,7 @@ the RNG states saved in each checkpoint so that a resumed run continues as it wo
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from typing import Any, Optional
@@ -71,6 +72,9 @@ class PipelineModule(pl.LightningModule):
         for name in self.frozen:
             self.model.get_submodule(name).eval()
         return self
+
+    def on_train_epoch_start(self) -> None:
+        self.train()     # Lightning leaves the modules' modes as they were; this puts the frozen ones in eval
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.model(**inputs)
@@ -155,9 +159,7 @@ class PipelineModule(pl.LightningModule):
         groups = [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
         optimizer = _optimizer(opt, groups)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-        per_epoch = max(1, total // epochs) if epochs else total
+        per_epoch, total = self._steps()
         sched = spec.schedule
         if isinstance(sched, Plateau):
             return {"optimizer": optimizer, "lr_scheduler": {
@@ -167,11 +169,27 @@ class PipelineModule(pl.LightningModule):
         scheduler = _schedule(sched, optimizer, total, per_epoch, opt.lr)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def _steps(self) -> tuple[int, int]:
+        """Optimizer steps per epoch and in all, counted from the data (not with Lightning's
+        `estimated_stepping_batches`, which sets the loader up before a checkpoint's loader
+        state is restored, so a resumed run would start its epoch again)."""
+        spec = self.plan.spec
+        batches = max(1, len(self.train_data) // spec.batch_size) if self.train_data is not None else 1
+        per_epoch = max(1, math.ceil(batches / spec.accumulate))
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        total = per_epoch * epochs if epochs else None
+        if spec.max_steps:
+            total = min(total, spec.max_steps) if total else spec.max_steps
+        return per_epoch, max(1, total or per_epoch)
+
     # ---- checkpoints: RNG states beside Lightning's own ----------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain values only: Lightning reads checkpoints with torch.load(weights_only=True)
         checkpoint["composer"] = {"pipeline": self.model.pipeline_name, "seen": self._seen, "rng": {
-            "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+            "torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+            "python": random.getstate()}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("composer", {})
@@ -179,7 +197,8 @@ class PipelineModule(pl.LightningModule):
         self._seen = int(state.get("seen", 0))
         if rng:
             torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
+            name, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
             random.setstate(rng["python"])
 
 

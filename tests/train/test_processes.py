@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import COMPOSER
 
-from .conftest import mlp_spec
+from tests.train.conftest import mlp_spec
 
 DATA = "data: {{format: table, train: {d}/train.csv, val: {d}/val.csv, targets: {{logits: label}}}}"
 

@@ -14,7 +14,7 @@ import composer
 from composer.errors import ComposerError, SpecError
 from composer.train import evaluate, train
 
-from .conftest import mlp_spec
+from tests.train.conftest import mlp_spec
 
 DATA = "data: {{format: table, train: {d}/train.csv, val: {d}/val.csv, targets: {{logits: label}}}}"
 
