@@ -192,7 +192,7 @@ class Augment:
             if "masks" in detection:
                 sample["masks"] = tv_tensors.Mask(detection["masks"])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)    # the CPU generator only (torch.manual_seed seeds every device)
             out = self.transform(sample)
             if detection is not None:
                 out = self.sanitize(out)

@@ -130,7 +130,7 @@ def callbacks_for(p: Plan, folder: Path, monitor: Optional[str], mode: str, prog
     spec = p.spec
     ck = spec.checkpoint
     resumable = ModelCheckpoint(dirpath=str(folder / CKPT_DIR), filename="step{step}", auto_insert_metric_name=False,
-                                monitor="step", mode="max", save_top_k=ck.keep, save_last=True,
+                                monitor="step", mode="max", save_top_k=ck.keep, save_last="link",
                                 every_n_train_steps=ck.every_n_steps, save_on_train_epoch_end=True)
     writer = WeightsWriter(folder, monitor, mode)
     cbs: list[Callback] = [resumable, writer, LearningRateMonitor(logging_interval="epoch")]

@@ -258,6 +258,7 @@ class TrainSection:
     spec: TrainSpec
     doc: Doc
     base: tuple = ("train",)
+    graph: Optional[Any] = None      # the typed graph, once a plan is made from the section
 
     def loc(self, *path) -> Location:
         return self.doc.loc(self.base + tuple(path))

@@ -114,8 +114,8 @@ class OutputMetrics(nn.Module):
                 continue
             prefix = self.prefixes[output] = f"{stage}/" if single else f"{stage}/{output}/"
             if need.role == "detection":
-                from torchmetrics.detection import MeanAveragePrecision
-                self.collections[output] = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+                from .detection_metrics import mean_average_precision
+                self.collections[output] = mean_average_precision()
                 continue
             metrics = {n: _BUILD[need.role](n, need) for n in names}
             self.collections[output] = torchmetrics.MetricCollection(metrics, prefix=prefix)
@@ -124,9 +124,8 @@ class OutputMetrics(nn.Module):
         for output, coll in self.collections.items():
             need = self.plan.targets[output]
             if need.role == "detection":
-                from .detection_metrics import map_inputs
-                preds, truth = map_inputs(outputs, kinds, targets[output])
-                coll.update(preds, truth)
+                from .detection_metrics import detection_roles, map_lists
+                coll.update(*map_lists(outputs, targets[output], detection_roles(kinds)))
                 continue
             out, target = outputs[output].detach().float(), targets[output]
             if need.role == "class":

@@ -47,6 +47,7 @@ class PipelineModule(pl.LightningModule):
         self.frozen = [name.replace("/", ".") for name, node in graph.nodes.items() if node.frozen
                        and _has_module(model, name.replace("/", "."))]
         self._t0: Optional[float] = None
+        self._t_last = 0.0
         self._seen = 0
 
     # ---- data (our sampler shards for DDP: Lightning's distributed sampler is off) ----------
@@ -101,19 +102,28 @@ class PipelineModule(pl.LightningModule):
         loss = self.objective.total(parts, self.model)
         self._check_finite({"total (with regularization)": loss}, batch)
         n = int(batch["index"].shape[0])
-        self._seen += n * self.trainer.world_size
-        elapsed = time.perf_counter() - self._t0
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        world = self.trainer.world_size
+        self._seen += n * world
+        self._t_last = time.perf_counter()
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n,
+                 sync_dist=world > 1)
         if len(parts) > 1:
             for name, value in parts.items():
                 self.log(f"train/loss_{name}", value.detach(), on_step=False, on_epoch=True, batch_size=n,
-                         sync_dist=True)
-        if elapsed > 0:
-            self.log("train/samples_per_s", self._seen / elapsed, on_step=True, on_epoch=False, prog_bar=True,
+                         sync_dist=world > 1)
+        if batch_idx % self.plan.spec.log_every_n_steps == 0 and self._t_last > self._t0:
+            self.log("train/samples_per_s", self.samples_per_s, on_step=True, on_epoch=False, prog_bar=True,
                      batch_size=n)
         if self.train_metrics.collections and not self.plan.block_losses:
             self.train_metrics.update(outputs, batch["targets"], self.kinds)
         return loss
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training examples per second (all processes) from the first step to the latest one."""
+        if self._t0 is None or self._t_last <= self._t0:
+            return 0.0
+        return self._seen / (self._t_last - self._t0)
 
     def on_train_epoch_end(self) -> None:
         if self.train_metrics.collections and not self.plan.block_losses:

@@ -94,6 +94,7 @@ def plan(pipe) -> Plan:
             pipe.file, 1, 1), path="train", hint="add `train: {data: {format: ..., train: ...}, epochs: ...}`; see "
                                                    "docs/training.md")])
     spec, diags, graph = section.spec, Diagnostics(), pipe.graph
+    section.graph = graph
     renamed = {inp: fld for fld, inp in spec.data.inputs.items()}
     specs = specs_from_pipeline(pipe)
     stage = PreStage(graph) if pre_nodes(graph) else None
@@ -150,6 +151,23 @@ def plan(pipe) -> Plan:
     return Plan(section, inputs, targets, losses, dict(spec.metrics), stage, block_nodes)
 
 
+def _detection_classes(section: TrainSection) -> Optional[int]:
+    """The class count of a detector (its box head's, background included): labels are 1..n-1."""
+    graph = section.graph
+    for ports in graph.types.values() if graph is not None else ():
+        for t in ports.values():
+            if t is not None and t.kind == "detections" and t.get("num_classes"):
+                return int(t.get("num_classes"))
+    return None
+
+
+def has_masks(plan: "Plan") -> bool:
+    """Whether a detector also predicts masks (an output of kind `mask`): its COCO targets carry them."""
+    graph = plan.section.graph
+    return graph is not None and any(
+        (t := graph.output_type(ref)) is not None and t.kind == "mask" for ref in graph.resolved.outputs.values())
+
+
 def _default_loss(output: str, t, has_block_losses: bool):
     """Without a written loss: a detector's block losses, cross-entropy for class scores (kind
     `logits`, or an output named so), else mean squared error."""
@@ -165,7 +183,7 @@ def _target(output: str, fld: str, t, loss, section: TrainSection, where: tuple,
             ) -> Optional[TargetNeed]:
     path = "train." + ".".join(where)
     if isinstance(loss, BlockLosses):
-        return TargetNeed(output, fld, "detection", None, "float32")
+        return TargetNeed(output, fld, "detection", None, "float32", _detection_classes(section))
     if t is None or t.shape is None:
         return TargetNeed(output, fld, "value", None, "float32")
     shape = _static(t.shape)

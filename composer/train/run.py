@@ -105,9 +105,13 @@ def check_run_folder(folder: Path, resume: bool) -> Optional[Path]:
     """The checkpoint to resume from (None for a new run); refuses to train over an earlier run."""
     last = folder / CKPT_DIR / "last.ckpt"
     if resume:
-        if not last.exists():
+        if last.exists():
+            return last
+        # last.ckpt links to the newest checkpoint; a run killed while it was being relinked has none
+        steps = sorted((folder / CKPT_DIR).glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not steps:
             raise ComposerError(f"--resume: {folder} has no checkpoint to resume from ({last} is missing)")
-        return last
+        return steps[-1]
     if folder.exists() and any(folder.iterdir()):
         if (folder / CKPT_DIR).exists() or (folder / "last.safetensors").exists():
             raise ComposerError(f"{folder} holds an earlier run: continue it with --resume, or give a new folder "
@@ -189,7 +193,7 @@ def _train(pipe, folder: Optional[Path], *, resume: bool, devices: Any, num_node
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     writer = next(c for c in cbs if type(c).__name__ == "WeightsWriter")
     result = TrainResult(folder, metrics, writer.best, monitor, trainer.global_step, trainer.current_epoch, seconds,
-                         module._seen / seconds if seconds > 0 else 0.0)
+                         module.samples_per_s)
     if trainer.global_rank != 0:
         return None
     from .report import write_outputs

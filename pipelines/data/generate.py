@@ -89,6 +89,36 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def write_coco(folder: Path, images: int, size: int = 64, seed: int = 0) -> Path:
+    """A COCO detection set: `folder/images/*.png` with one or two filled squares (category 1)
+    or circles (category 2) each, and `folder/annotations.json` (bbox as x, y, w, h)."""
+    g = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    doc = {"images": [], "annotations": [],
+           "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "circle"}]}
+    for i in range(images):
+        im = Image.new("RGB", (size, size), tuple(int(v) for v in g.integers(0, 60, 3)))
+        d = ImageDraw.Draw(im)
+        placed: list[tuple[int, int, int, int]] = []
+        for _ in range(int(g.integers(1, 3))):
+            r = int(g.integers(size // 8, size // 4))
+            x, y = (int(v) for v in g.integers(r, size - r, 2))
+            box = (x - r, y - r, x + r, y + r)
+            if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                continue
+            placed.append(box)
+            cat = int(g.integers(1, 3))
+            fill = tuple(int(v) for v in g.integers(150, 256, 3))
+            (d.rectangle if cat == 1 else d.ellipse)(box, fill=fill)
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": i + 1, "category_id": cat,
+                                       "bbox": [box[0], box[1], 2 * r, 2 * r], "area": 4 * r * r, "iscrowd": 0})
+        name = f"{i:04d}.png"
+        im.save(folder / "images" / name)
+        doc["images"].append({"id": i + 1, "file_name": f"images/{name}", "width": size, "height": size})
+    (folder / "annotations.json").write_text(json.dumps(doc))
+    return folder
+
+
 def write_load(path: Path, steps: int, seed: int = 0) -> Path:
     """Hourly temperature, humidity, pressure (standardised) and the load they drive: a daily and
     a weekly cycle, cooling with the temperature, and a little noise."""

@@ -104,7 +104,8 @@ def _open(plan, path: Path, spec_dir: Path, *, labels: Optional[Sequence[str]], 
     elif fmt == "coco":
         from .coco import CocoExamples
         images = (spec_dir / data.images) if data.images else path.parent
-        examples = CocoExamples(plan, path, images)
+        from ..plan import has_masks
+        examples = CocoExamples(plan, path, images, masks=has_masks(plan))
     else:                                            # config.FORMATS and this list go together
         raise DataError(f"unknown data format `{fmt}`")
     examples.check(plan)

@@ -175,17 +175,30 @@ class _Fields:
 
 class CsvTable(Examples):
     """A `.csv` table: a header row naming the columns, then one row per example; every row is
-    checked in the indexing pass."""
+    checked in the indexing pass. The examples that pass are kept while they take less than
+    `KEEP_BYTES` (a table that fits stays parsed in memory); a larger table is read row by row
+    from its byte offsets."""
+
+    KEEP_BYTES = 64 * 1024**2
 
     def __init__(self, plan, path: Path):
         self.source = path
         self._f: Optional[_Fields] = None
+        self._kept: Optional[list[dict[str, Any]]] = []
+        size = 0
 
         def header(names: list[str], line: int) -> None:
             self._f = _Fields(plan, names, f"{path}:{line}")
 
         def row(cells: list[str], line: int) -> None:
-            self._f.item(cells, str(path), line)      # type: ignore[union-attr]
+            nonlocal size
+            item = self._f.item(cells, str(path), line)      # type: ignore[union-attr]
+            if self._kept is not None:
+                size += sum(v.nbytes if isinstance(v, np.ndarray) else len(v) for v in item.values())
+                if size > self.KEEP_BYTES:
+                    self._kept = None
+                else:
+                    self._kept.append(item)
 
         self.rows = CsvRows(path, on_row=row, on_header=header, what="a CSV table", rows_are="one row per example")
         self.fields = tuple(c.field for c in self._f.cols)     # type: ignore[union-attr]
@@ -197,6 +210,8 @@ class CsvTable(Examples):
         return f"{self.source}:{self.rows.line_of(i)}"
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._kept is not None:
+            return dict(self._kept[i])
         return self._f.item(self.rows.rows(i, 1)[0], str(self.source), 0)   # type: ignore[union-attr]
 
     def check(self, plan) -> None:
