@@ -56,7 +56,8 @@ def train(
         if result is None:      # a worker process of a distributed run: rank 0 reports
             return
         best = f"  best {result.monitor} {result.best:.4g}" if result.best is not None and result.monitor else ""
-        out.print(f"trained {pipe.name}: {result.steps} steps, {result.epochs} epochs in {result.seconds:.1f} s "
+        epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
+        out.print(f"trained {pipe.name}: {result.steps} steps, {epochs} in {result.seconds:.1f} s "
                   f"({result.samples_per_s:.0f} samples/s){best}", markup=False)
         for name in ("best.safetensors", "last.safetensors", "metrics.csv", "curves.png", "report.json"):
             if name in result.files:

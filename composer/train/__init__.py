@@ -15,9 +15,11 @@ def train(pipe, folder=None, **kwargs):
 
 
 def evaluate(pipe, weights=None, **kwargs):
-    """See composer.train.evaluate.evaluate."""
-    from .evaluate import evaluate as _evaluate
-    return _evaluate(pipe, weights, **kwargs)
+    """See composer.train.evaluation.evaluate."""
+    from .evaluation import evaluate as _evaluate
+    from .run import quiet_lightning
+    with quiet_lightning():
+        return _evaluate(pipe, weights, **kwargs)
 
 
 __all__ = ["train", "evaluate"]

@@ -28,7 +28,7 @@ def evaluate(pipe, weights=None, *, data: Optional[Path] = None, split: str = "v
     from .data import open_data, open_splits
     from .module import PipelineModule
     from .plan import plan as make_plan
-    from .run import _accelerator, quiet_lightning
+    from .run import _accelerator
 
     p = make_plan(pipe)
     seed = p.spec.seed if p.spec.seed is not None else pipe.resolved.seed
@@ -50,7 +50,6 @@ def evaluate(pipe, weights=None, *, data: Optional[Path] = None, split: str = "v
     trainer = pl.Trainer(accelerator=_accelerator(accelerator), devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, precision=p.spec.precision
                          if p.spec.precision != "16-mixed" or torch.cuda.is_available() else "32")
-    with quiet_lightning():
-        results = trainer.validate(module, verbose=False)
+    results = trainer.validate(module, verbose=False)
     metrics = {k.removeprefix("val/"): float(v) for k, v in (results[0] if results else {}).items()}
     return EvalResult(metrics, examples.source, len(examples), info)
