@@ -49,6 +49,9 @@ class PipelineModule(pl.LightningModule):
         self._t0: Optional[float] = None
         self._t_last = 0.0
         self._seen = 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+        self.live = False        # a progress bar shows every step's loss
 
     # ---- data (our sampler shards for DDP: Lightning's distributed sampler is off) ----------
 
@@ -105,15 +108,20 @@ class PipelineModule(pl.LightningModule):
         world = self.trainer.world_size
         self._seen += n * world
         self._t_last = time.perf_counter()
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n,
-                 sync_dist=world > 1)
+        # the epoch means are summed here and logged once per epoch (a `self.log` per step and value
+        # costs about as much as a small model's step); per-step values every log_every_n_steps
+        # steps, and on every step where a progress bar shows them
+        sums = self._sums
+        sums["loss"] = sums.get("loss", 0.0) + loss.detach() * n
         if len(parts) > 1:
             for name, value in parts.items():
-                self.log(f"train/loss_{name}", value.detach(), on_step=False, on_epoch=True, batch_size=n,
-                         sync_dist=world > 1)
-        if batch_idx % self.plan.spec.log_every_n_steps == 0 and self._t_last > self._t0:
-            self.log("train/samples_per_s", self.samples_per_s, on_step=True, on_epoch=False, prog_bar=True,
-                     batch_size=n)
+                sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value.detach() * n
+        self._count += n
+        if self.live or batch_idx % self.plan.spec.log_every_n_steps == 0:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            if self._t_last > self._t0:
+                self.log("train/samples_per_s", self.samples_per_s, on_step=True, on_epoch=False, prog_bar=True,
+                         batch_size=n)
         if self.train_metrics.collections and not self.plan.block_losses:
             self.train_metrics.update(outputs, batch["targets"], self.kinds)
         return loss
@@ -126,6 +134,11 @@ class PipelineModule(pl.LightningModule):
         return self._seen / (self._t_last - self._t0)
 
     def on_train_epoch_end(self) -> None:
+        if self._count:
+            world = self.trainer.world_size
+            self.log_dict({f"train/{k}": v / self._count for k, v in self._sums.items()}, prog_bar=True,
+                          sync_dist=world > 1)
+        self._sums, self._count = {}, 0
         if self.train_metrics.collections and not self.plan.block_losses:
             self.log_dict(_floats(self.train_metrics.compute()), sync_dist=False)
             self.train_metrics.reset()
@@ -197,7 +210,8 @@ class PipelineModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         name, keys, pos, has_gauss, gauss = np.random.get_state()
         # plain values only: Lightning reads checkpoints with torch.load(weights_only=True)
-        checkpoint["composer"] = {"pipeline": self.model.pipeline_name, "seen": self._seen, "rng": {
+        checkpoint["composer"] = {"pipeline": self.model.pipeline_name, "seen": self._seen, "count": self._count,
+                                  "sums": {k: float(v) for k, v in self._sums.items()}, "rng": {
             "torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
             "python": random.getstate()}}
 
@@ -205,6 +219,8 @@ class PipelineModule(pl.LightningModule):
         state = checkpoint.get("composer", {})
         rng = state.get("rng")
         self._seen = int(state.get("seen", 0))
+        self._count = int(state.get("count", 0))     # the epoch's sums so far: its mean counts every step
+        self._sums = {k: torch.tensor(v) for k, v in state.get("sums", {}).items()}
         if rng:
             torch.set_rng_state(rng["torch"])
             name, keys, pos, has_gauss, gauss = rng["numpy"]

@@ -169,6 +169,7 @@ def _train(pipe, folder: Optional[Path], *, resume: bool, devices: Any, num_node
         load_weights(model, init_weights)
     module = PipelineModule(model, p, train_data=train_data, val_data=val_data, seed=seed,
                             workers=spec.data.workers)
+    module.live = bool(progress)
     monitor, mode, _ = monitor_of(p, val_data is not None)
     cbs, loggers, plugins = callbacks_for(p, folder, monitor, mode, progress, echo)
     trainer = pl.Trainer(
