@@ -115,7 +115,8 @@ class PipelineModule(pl.LightningModule):
         sums["loss"] = sums.get("loss", 0.0) + loss.detach() * n
         if len(parts) > 1:
             for name, value in parts.items():
-                sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value.detach() * n
+                key = name if name.startswith("loss_") else f"loss_{name}"    # a block's loss_objectness, or loss_OUTPUT
+                sums[key] = sums.get(key, 0.0) + value.detach() * n
         self._count += n
         if self.live or batch_idx % self.plan.spec.log_every_n_steps == 0:
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)

@@ -109,5 +109,5 @@ def test_faster_rcnn_learns_boxes_from_coco_data(tmp_path):
     spec = tmp_path / "detector.yaml"
     spec.write_text(DETECTOR)
     result = _run(tmp_path, spec, [])
-    assert {"train/loss_loss_objectness", "train/loss_loss_classifier"} <= set(result.metrics), result.metrics
+    assert {"train/loss_objectness", "train/loss_rpn_box_reg", "train/loss_classifier", "train/loss_box_reg"} <= set(result.metrics), result.metrics
     assert result.monitor == "val/map" and result.metrics["val/map_50"] >= 0.3, result.metrics
