@@ -40,7 +40,6 @@ what is left of its part's time and a few iterations at least. `--quick` is a sh
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import gc
 import os
@@ -64,7 +63,7 @@ import composer  # noqa: E402
 from blocks.sequence.rnn import LSTMBlock  # noqa: E402
 from composer.types import PortType  # noqa: E402
 from _results import (Section, fmt_spread, interleave, machine, op_counts, publish,  # noqa: E402  (benchmarks/ is on sys.path)
-                      ratio_stats, sections)
+                      parse_options, ratio_stats, sections)
 
 SECTION = "## Sequences"
 TARGET = 1.02               # composer lstm / bare nn.LSTM
@@ -509,21 +508,7 @@ def report(info: str, lstm_threads: int, load0, wall_s: float, quick: bool, onnx
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=None, help="time for the whole run (default 8.5; 1.5 with --quick)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the lstm part (default 1)")
-    ap.add_argument("--only", default="onnx,lstm", help="comma list of: onnx, lstm")
-    ap.add_argument("--quick", action="store_true", help="smoke run: T=128 only, 1.5 minutes, nothing written")
-    ap.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md all the same")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    args = ap.parse_args(argv)
-    minutes = args.minutes if args.minutes is not None else (1.5 if args.quick else 8.5)
-    parts = [p for p in PART_WEIGHTS if p in {q.strip() for q in args.only.split(",")}]
-    if not parts:
-        ap.error("--only names none of: onnx, lstm")
-    if args.threads < 1:
-        ap.error("--threads must be 1 or more")
-    write = not args.no_write and (args.write or not args.quick)
+    args, minutes, parts, write = parse_options(argv, __doc__, list(PART_WEIGHTS), 8.5, "lstm", "T=128 only")
     load0 = os.getloadavg()
     import onnxruntime as ort
     info = machine(f"onnxruntime {ort.__version__}")

@@ -55,7 +55,6 @@ processes against one.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import datetime as _dt
@@ -81,7 +80,7 @@ import yaml  # noqa: E402
 
 import composer  # noqa: E402
 from _results import (Section, fmt_ms, interleave, machine, median_ci, publish, quartiles,  # noqa: E402
-                      sections)
+                      parse_options, sections)
 
 SECTION = "## Training"
 TARGET = 0.95                        # composer / plain, samples per second
@@ -638,21 +637,7 @@ def report(info: str, threads: int, load0, wall_s: float, quick: bool, loop: Opt
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=None, help="time for the whole run (default 8; 1.5 with --quick)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the loop part (default 1)")
-    ap.add_argument("--only", default="loop,ddp", help="comma list of: loop, ddp")
-    ap.add_argument("--quick", action="store_true", help="smoke run: fewer epochs, 1.5 minutes, nothing written")
-    ap.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md all the same")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    args = ap.parse_args(argv)
-    minutes = args.minutes if args.minutes is not None else (1.5 if args.quick else 8.0)
-    parts = [p for p in PART_WEIGHTS if p in {q.strip() for q in args.only.split(",")}]
-    if not parts:
-        ap.error("--only names none of: loop, ddp")
-    if args.threads < 1:
-        ap.error("--threads must be 1 or more")
-    write = not args.no_write and (args.write or not args.quick)
+    args, minutes, parts, write = parse_options(argv, __doc__, list(PART_WEIGHTS), 8.0, "loop", "fewer epochs")
     load0 = os.getloadavg()
     import lightning
     import torchvision

@@ -150,18 +150,29 @@ def _csv_features(header: list[str], line: int, spec: InputSpec, where: str) -> 
     return features
 
 
-def _csv_rows(reader, header: list[str], features: list[int], where: str) -> tuple[array, array]:
-    """The feature values of every data row (float64, row after row) and each row's line."""
-    values = array("d")
-    lines = array("q")
+def data_rows(reader, header: list[str], where: str, error: type = InputError, pos: Optional[list[int]] = None):
+    """The data rows of a CSV reader past its header as (cells, line, start): blank lines skipped,
+    every row as wide as the header (else `error` naming the line); `start` is `pos[0]` before the
+    row was read (the byte offset `_utf8_lines` keeps there), or 0."""
     width = len(header)
-    for row in reader:
+    while True:
+        start = pos[0] if pos is not None else 0
+        row = next(reader, None)
+        if row is None:
+            return
         if not row or (len(row) == 1 and not row[0].strip()):
             continue                                 # blank lines
         line = reader.line_num
         if len(row) != width:
-            raise InputError(f"{where}:{line}: the row has {len(row)} cells, the header has {width} "
-                             f"({', '.join(header)})")
+            raise error(f"{where}:{line}: the row has {len(row)} cells, the header has {width} ({', '.join(header)})")
+        yield row, line, start
+
+
+def _csv_rows(reader, header: list[str], features: list[int], where: str) -> tuple[array, array]:
+    """The feature values of every data row (float64, row after row) and each row's line."""
+    values = array("d")
+    lines = array("q")
+    for row, line, _ in data_rows(reader, header, where):
         try:
             step = [float(row[j]) for j in features]
         except ValueError:

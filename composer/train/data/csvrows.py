@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..._csv import _bad_cell, _csv_header, _utf8_lines
+from ..._csv import _bad_cell, _csv_header, _utf8_lines, data_rows
 from ...inputs import InputError
 from .base import DataError
 
@@ -61,18 +61,7 @@ class CsvRows:
                 self.header, self.header_line = _csv_header(reader, self.where, what, rows_are)
                 if on_header is not None:
                     on_header(self.header, self.header_line)
-                width = len(self.header)
-                while True:
-                    start = pos[0]
-                    row = next(reader, None)
-                    if row is None:
-                        break
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue                          # blank lines
-                    line = reader.line_num
-                    if len(row) != width:
-                        raise DataError(f"{self.where}:{line}: the row has {len(row)} cells, the header has {width} "
-                                        f"({', '.join(self.header)})")
+                for row, line, start in data_rows(reader, self.header, self.where, DataError, pos):
                     offsets.append(start)
                     if on_row is not None:
                         on_row(row, line)
