@@ -30,8 +30,8 @@ class BlockLosses:
     """One training step's targets, and the losses the modules record in it.
 
     `targets`: per image, in the pipeline input's pixel coordinates: `boxes` float32 [N, 4]
-    x1 y1 x2 y2, `labels` int64 [N] (1..num_classes-1; 0 is the background), optionally
-    `masks` uint8 [N, H, W]. `losses`: name -> scalar tensor. `scratch`: what one module hands
+    x1 y1 x2 y2, `labels` int64 [N] (R-CNN heads: 1..num_classes-1, 0 is the background; a
+    YOLO head: 0..num_classes-1), optionally `masks` uint8 [N, H, W]. `losses`: name -> scalar tensor. `scratch`: what one module hands
     to a later one in the same forward (the transform's resized targets, the RoI head's
     sampled positives)."""
 

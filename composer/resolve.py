@@ -529,8 +529,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
     if raw_train is not None:
         from .train.config import check_section, check_names
         train = check_section(raw_train, doc, r.diags)
-        if train is not None:
-            check_names(train, inputs, outputs, r.diags)
+        check_names(raw_train, doc, inputs, outputs, r.diags)
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,
         description=spec.description if spec else "",

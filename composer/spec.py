@@ -217,6 +217,9 @@ def _hint(err: dict, raw: Optional[str], value: Any) -> Optional[str]:
         return f"write {value} without quotes"
     if typ == "int_type" and isinstance(value, bool):
         return "a boolean is not a number here"
+    if typ == "literal_error" and isinstance(value, str):
+        options = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        return did_you_mean(value, options)
     return None
 
 

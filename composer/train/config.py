@@ -295,7 +295,15 @@ def _typed(raw: Any, table: dict[str, type[_Model]], doc: Doc, path: tuple, diag
         diags.add(E.INVALID_VALUE, f"unknown {what} `{kind}`", loc=doc.loc(path + ("type",)), path=f"{p}.type",
                   expected="one of: " + ", ".join(table), found=_found(kind), hint=did_you_mean(str(kind), table))
         return None
-    return _validate(table[kind], {**raw, "type": kind}, doc, path, diags, what="key")
+    before = len(diags.items)
+    got = _validate(table[kind], {**raw, "type": kind}, doc, path, diags, what="key")
+    for d in diags.items[before:]:
+        key = d.path.rsplit(".", 1)[-1]
+        if d.code == E.UNKNOWN_PARAM and d.hint is None:
+            owners = [name for name, model in table.items() if key in model.model_fields]
+            if owners:
+                d.hint = f"`{key}` is a key of {', '.join(owners)}, not of {kind}"
+    return got
 
 
 def check_section(raw: Any, doc: Doc, diags: Diagnostics) -> Optional[TrainSection]:
@@ -332,6 +340,11 @@ def check_section(raw: Any, doc: Doc, diags: Diagnostics) -> Optional[TrainSecti
         diags.add(E.MISSING_PARAM, "`train` needs a `data` section", loc=doc.key_loc(base), path="train.data",
                   hint="add `data: {format: image_folder, train: data/train}`")
         return None
+    clip = raw.get("clip_grad")
+    if isinstance(clip, dict) and ("norm" in clip) == ("value" in clip):
+        diags.add(E.INVALID_VALUE, "`clip_grad` takes one of `norm` and `value`", loc=doc.loc(base + ("clip_grad",)),
+                  path="train.clip_grad", expected="{norm: 1.0} or {value: 0.5}", found=_found(clip))
+        ok = False
     rest = {k: v for k, v in values.items() if k not in TYPED and k != "loss"}
     if _validate(_Untyped, rest, doc, base, diags, what="key") is None or not ok:
         return None
@@ -344,11 +357,6 @@ def check_section(raw: Any, doc: Doc, diags: Diagnostics) -> Optional[TrainSecti
     if spec.data.val is not None and spec.data.val_fraction is not None:
         diags.add(E.INVALID_VALUE, "`data` sets both `val` and `val_fraction`", loc=doc.key_loc(base + ("data", "val_fraction")),
                   path="train.data.val_fraction", hint="give a validation folder or file, or a share of `train`")
-        return None
-    clip = spec.clip_grad
-    if clip is not None and (clip.norm is None) == (clip.value is None):
-        diags.add(E.INVALID_VALUE, "`clip_grad` takes one of `norm` and `value`", loc=doc.loc(base + ("clip_grad",)),
-                  path="train.clip_grad", expected="{norm: 1.0} or {value: 0.5}", found=_found(raw.get("clip_grad")))
         return None
     return TrainSection(spec, doc)
 
@@ -375,31 +383,37 @@ class _Untyped(TrainSpec):
     loss: Any = None
 
 
-def check_names(section: TrainSection, inputs: dict, outputs: dict, diags: Diagnostics) -> None:
-    """Names in the section that refer to the pipeline: outputs of `loss`, `metrics` and
-    `data.targets`, inputs of `data.inputs` (its values) and `data.columns` (its keys)."""
-    spec, doc = section.spec, section.doc
+def check_names(raw: Any, doc: Doc, inputs: dict, outputs: dict, diags: Diagnostics) -> None:
+    """Names in the written section that refer to the pipeline: outputs of `loss`, `metrics` and
+    `data.targets`, inputs of `data.inputs` (its values) and `data.columns` (its keys). Read from
+    the section as written, so they are reported beside its other errors."""
+    if not isinstance(raw, dict):
+        return
+    base = ("train",)
     out_names, in_names = list(outputs), list(inputs)
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
 
-    def missing(name: str, path: tuple, what: str, names: list[str]) -> None:
-        p = ".".join(section.base + path)
-        diags.add(E.UNKNOWN_REF, f"the pipeline has no {what} `{name}`", loc=doc.key_loc(section.base + path),
-                  path=p, expected=f"one of its {what}s: " + ", ".join(names), found=name,
-                  hint=did_you_mean(name, names))
+    def keys(value: Any) -> list:
+        return list(value) if isinstance(value, dict) else []
+
+    def missing(name: str, path: tuple, what: str, names: list[str], at_value: bool = False) -> None:
+        p = ".".join(base + path)
+        diags.add(E.UNKNOWN_REF, f"the pipeline has no {what} `{name}`",
+                  loc=doc.loc(base + path) if at_value else doc.key_loc(base + path), path=p,
+                  expected=f"one of its {what}s: " + ", ".join(names), found=str(name),
+                  hint=did_you_mean(str(name), names))
 
     for key in ("loss", "metrics"):
-        for output in getattr(spec, key):
+        for output in keys(raw.get(key)):
             if output not in outputs:
                 missing(output, (key, output), "output", out_names)
-    for output in spec.data.targets:
+    for output in keys(data.get("targets")):
         if output not in outputs:
             missing(output, ("data", "targets", output), "output", out_names)
-    for field, name in spec.data.inputs.items():
-        if name not in inputs:
-            p = section.base + ("data", "inputs", field)
-            diags.add(E.UNKNOWN_REF, f"the pipeline has no input `{name}`", loc=doc.loc(p),
-                      path=".".join(p), expected="one of its inputs: " + ", ".join(in_names), found=name,
-                      hint=did_you_mean(name, in_names))
-    for name in spec.data.columns:
+    inputs_map = data.get("inputs") if isinstance(data.get("inputs"), dict) else {}
+    for field, name in inputs_map.items():
+        if isinstance(name, str) and name not in inputs:
+            missing(name, ("data", "inputs", field), "input", in_names, at_value=True)
+    for name in keys(data.get("columns")):
         if name not in inputs:
             missing(name, ("data", "columns", name), "input", in_names)

@@ -44,7 +44,9 @@ class TargetNeed:
     (floats in [0, 1] of the output's shape), `value` (floats of the output's shape), or
     `detection` (per image: `boxes` [N, 4] x1 y1 x2 y2 in input pixels, `labels` [N] in
     [1, num_classes)). `shape` is per example; None entries are symbolic (they follow the
-    input, a sequence's T)."""
+    input, a sequence's T). `class_ids` (detection): `category`, labels are the data's category
+    ids (R-CNN heads: `num_classes` counts the background 0); `index`, labels are 0..num_classes-1,
+    the data's categories in id order (a YOLO head)."""
 
     output: str
     field: str
@@ -53,6 +55,7 @@ class TargetNeed:
     dtype: str
     num_classes: Optional[int] = None
     ignore_index: Optional[int] = None
+    class_ids: str = "category"
 
 
 @dataclass
@@ -151,14 +154,16 @@ def plan(pipe) -> Plan:
     return Plan(section, inputs, targets, losses, dict(spec.metrics), stage, block_nodes)
 
 
-def _detection_classes(section: TrainSection) -> Optional[int]:
-    """The class count of a detector (its box head's, background included): labels are 1..n-1."""
+def _detection_classes(section: TrainSection) -> tuple[Optional[int], str]:
+    """The class count of a detector and how its labels number the classes (the `class_ids` of
+    its detections): `category`, its box head's count with the background, labels 1..n-1; or
+    `index` (a YOLO head), labels 0..n-1."""
     graph = section.graph
     for ports in graph.types.values() if graph is not None else ():
         for t in ports.values():
             if t is not None and t.kind == "detections" and t.get("num_classes"):
-                return int(t.get("num_classes"))
-    return None
+                return int(t.get("num_classes")), str(t.get("class_ids") or "category")
+    return None, "category"
 
 
 def has_masks(plan: "Plan") -> bool:
@@ -183,7 +188,8 @@ def _target(output: str, fld: str, t, loss, section: TrainSection, where: tuple,
             ) -> Optional[TargetNeed]:
     path = "train." + ".".join(where)
     if isinstance(loss, BlockLosses):
-        return TargetNeed(output, fld, "detection", None, "float32", _detection_classes(section))
+        classes, class_ids = _detection_classes(section)
+        return TargetNeed(output, fld, "detection", None, "float32", classes, class_ids=class_ids)
     if t is None or t.shape is None:
         return TargetNeed(output, fld, "value", None, "float32")
     shape = _static(t.shape)

@@ -5,6 +5,7 @@
 - tabular/{train,val}.csv     32 numeric features, a class (0-2) that is a fixed linear map's argmax
 - shapes/{train,val}/CLASS/   64x64 PNGs of filled circles, squares and triangles
 - load/{train,val}.csv        hourly weather readings and the load they drive (daily and weekly cycles)
+- boxes/{train,val}/           COCO detection data: 64x64 PNGs of squares and circles, annotations.json
 - reviews/{train,val}.jsonl   short reviews, label 1 when a positive word is in them
 
 The test suite uses the same functions for the data it generates.
@@ -145,6 +146,8 @@ def main() -> None:
     (HERE / "load").mkdir(exist_ok=True)
     write_load(HERE / "load" / "train.csv", 2000, seed=0)
     write_load(HERE / "load" / "val.csv", 500, seed=1)
+    write_coco(HERE / "boxes" / "train", 96, seed=0)
+    write_coco(HERE / "boxes" / "val", 24, seed=1)
     (HERE / "reviews").mkdir(exist_ok=True)
     write_corpus(HERE / "reviews" / "train.jsonl", 800, seed=0)
     write_corpus(HERE / "reviews" / "val.jsonl", 200, seed=1)

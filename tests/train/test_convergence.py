@@ -59,55 +59,12 @@ def test_text_classifier_learns_a_generated_corpus(tmp_path):
     assert result.metrics["val/accuracy"] >= 0.9, result.metrics
 
 
-DETECTOR = """
-pipeline: box_detector
-seed: 0
-dims:
-  H: {sizes: [64, 48], example: 64}
-  W: {sizes: [64, 48], example: 64}
-inputs:
-  image: {kind: image, shape: [B, 3, H, W], dtype: float32}
-blocks:
-  transform: {block: detection_transform, in: image, min_size: 64, max_size: 64}
-  backbone:  {block: resnet, in: transform.images, depth: 18}
-  fpn:       {block: fpn, in: backbone.features, levels: [c3, c4, c5], out_channels: 32}
-  rpn:
-    block: rpn
-    in: {features: fpn, sizes: transform.sizes}
-    anchor_sizes: [[16], [32], [64], [128]]
-    pre_nms_top_n: 200
-    post_nms_top_n: 50
-    batch_size_per_image: 64
-  roi:
-    block: roi_heads
-    in: {features: fpn, proposals: rpn, sizes: transform.sizes}
-    num_classes: 3
-    representation: 64
-    detections_per_image: 10
-    batch_size_per_image: 64
-  post: {block: detection_postprocess, in: {detections: roi, sizes: transform.sizes}}
-outputs:
-  boxes: post.detections.boxes
-  scores: post.detections.scores
-  labels: post.detections.labels
-  count: post.detections.count
-train:
-  data: {format: coco, train: train/annotations.json, val: val/annotations.json, targets: {boxes: objects}}
-  augment: [{horizontal_flip: {p: 0.5}}]
-  metrics: {boxes: [map]}
-  optimizer: {type: sgd, lr: 0.02, momentum: 0.9, weight_decay: 1.0e-4}
-  schedule: {type: cosine, warmup_steps: 20}
-  batch_size: 8
-  epochs: 8
-"""
-
-
 @pytest.mark.slow
 def test_faster_rcnn_learns_boxes_from_coco_data(tmp_path):
     generate.write_coco(tmp_path / "train", 96, seed=0)
     generate.write_coco(tmp_path / "val", 24, seed=1)
-    spec = tmp_path / "detector.yaml"
-    spec.write_text(DETECTOR)
-    result = _run(tmp_path, spec, [])
+    result = _run(tmp_path, ROOT / "pipelines" / "box_detector.yaml",
+                  [f"train.data.train={tmp_path}/train/annotations.json",
+                   f"train.data.val={tmp_path}/val/annotations.json", "train.epochs=8"])
     assert {"train/loss_objectness", "train/loss_rpn_box_reg", "train/loss_classifier", "train/loss_box_reg"} <= set(result.metrics), result.metrics
     assert result.monitor == "val/map" and result.metrics["val/map_50"] >= 0.3, result.metrics

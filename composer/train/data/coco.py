@@ -9,8 +9,11 @@ example): the image as RGB float32 [3, H, W] in [0, 1], decoded when the example
 and its target `{"boxes": float32 [N, 4] x1 y1 x2 y2 in the image's pixels, "labels": int64
 [N]}` (optionally `"masks": uint8 [N, H, W]` from the segmentations). Labels are the category
 ids themselves, as torchvision's COCO detectors take them (91 classes with the background 0,
-ids 1..90 with gaps); crowd annotations (`iscrowd: 1`) are left out, as torchvision's
-reference training does. Boxes are clipped to the image.
+ids 1..90 with gaps), unless the detector numbers its classes 0..n-1 (a YOLO head: the plan's
+`class_ids: index`): then a label is its category's position among the file's `categories`
+sorted by id (COCO's 80 ids 1..90 become Ultralytics' 0..79), and the file must list exactly
+as many categories as the detector has classes. Crowd annotations (`iscrowd: 1`) are left
+out, as torchvision's reference training does. Boxes are clipped to the image.
 
 The annotation file is read and every entry checked when the reader is made; `check` reports
 malformed entries (by their index and id), boxes without area, category ids the detector has
@@ -78,6 +81,9 @@ class CocoExamples(Examples):
         self.categories: dict[int, str] = {}
         self.images: list[_Image] = []
         self._read(self._load())
+        # a detector numbering its classes 0..n-1: category id -> its position in id order
+        self.class_index: Optional[dict[int, int]] = (
+            {c: i for i, c in enumerate(sorted(self.categories))} if self.target_need.class_ids == "index" else None)
 
     # ---- reading the annotation file ----------------------------------------------------
 
@@ -196,7 +202,8 @@ class CocoExamples(Examples):
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-        target: dict[str, np.ndarray] = {"boxes": boxes, "labels": np.asarray(im.labels, np.int64)}
+        labels = [self.class_index[c] for c in im.labels] if self.class_index is not None else im.labels
+        target: dict[str, np.ndarray] = {"boxes": boxes, "labels": np.asarray(labels, np.int64)}
         if self.masks:
             target["masks"] = _masks(im.segmentations, h, w)
         return {self.image_field: image, self.target_field: target}
@@ -210,7 +217,9 @@ class CocoExamples(Examples):
                                "(`preprocess`), which would move them off their COCO boxes; resize in the "
                                "pipeline instead (detection_transform)")
         classes = _num_classes(plan, self.target_need)
-        if classes is not None:
+        if self.class_index is not None:
+            problems.extend(self._index_problems(classes))
+        elif classes is not None:
             for im in self.images:
                 for (index, ident), label in zip(im.annotations, im.labels):
                     if not 1 <= label < classes:
@@ -233,6 +242,20 @@ class CocoExamples(Examples):
             raise DataError("\n".join(problems[:MAX_LISTED]) + more)
         if not self.images:
             raise DataError(f"{self.source}: the file lists no images")
+
+    def _index_problems(self, classes: Optional[int]) -> list[str]:
+        """A detector with classes 0..n-1 takes the file's categories in id order: it needs them
+        listed, as many as it has classes."""
+        if not self.categories:
+            return [f"{self.source}: the detector numbers its classes 0..n-1 by the file's `categories` in id "
+                    "order, and the file lists none: add `categories: [{id, name}, ...]`"]
+        if classes is not None and len(self.categories) != classes:
+            ids = sorted(self.categories)
+            shown = ", ".join(str(c) for c in ids[:8]) + (", ..." if len(ids) > 8 else "")
+            return [f"{self.source}: the file lists {len(ids)} categories (ids {shown}), and the detector has "
+                    f"{classes} classes (0..{classes - 1}, one per category in id order): set its num_classes to "
+                    f"{len(ids)}"]
+        return []
 
     def _header_problem(self, i: int) -> Optional[str]:
         """Why image i cannot be read, from its header alone; None when it can."""
@@ -285,7 +308,7 @@ def _detection_target(plan, source: Path):
 
 
 def _num_classes(plan, need) -> Optional[int]:
-    """The detector's class count (with the background), when the plan knows it."""
+    """The detector's class count (with the background unless its `class_ids` are `index`), when the plan knows it."""
     current = plan.targets.get(need.output, need)
     return current.num_classes
 
