@@ -141,7 +141,7 @@ def test_unknown_param_invalid_value_and_unknown_block_in_one_pass():
           expected: a valid number
           found:    "high" (string)
         --set roi.score_thres=0.3:1:5: error[E103] blocks.roi.score_thres: unknown param `score_thres`
-          expected: one of: num_classes, pool_levels, pool_size, sampling_ratio, representation, score_thresh, nms_thresh, detections_per_image, min_size
+          expected: one of: num_classes, pool_levels, pool_size, sampling_ratio, representation, score_thresh, nms_thresh, detections_per_image, min_size, fg_iou_thresh, bg_iou_thresh, batch_size_per_image, positive_fraction
           found:    score_thres
           hint: did you mean `score_thresh`?""")
 
