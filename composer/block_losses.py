@@ -31,9 +31,9 @@ class BlockLosses:
 
     `targets`: per image, in the pipeline input's pixel coordinates: `boxes` float32 [N, 4]
     x1 y1 x2 y2, `labels` int64 [N] (R-CNN heads: 1..num_classes-1, 0 is the background; a
-    YOLO head: 0..num_classes-1), optionally `masks` uint8 [N, H, W]. `losses`: name -> scalar tensor. `scratch`: what one module hands
-    to a later one in the same forward (the transform's resized targets, the RoI head's
-    sampled positives)."""
+    YOLO head: 0..num_classes-1), optionally `masks` uint8 [N, H, W]. `losses`: name -> scalar
+    tensor. `scratch`: what one module hands to a later one in the same forward (the
+    transform's or letterbox's resized targets, the RoI head's sampled positives)."""
 
     targets: list[dict[str, Tensor]]
     losses: dict[str, Tensor] = field(default_factory=dict)

@@ -36,17 +36,22 @@ def proposals_type(b: DimLike, k: int, dtype: str = "float32") -> PortType:
 
 
 def detections_type(b: DimLike, k: int, dtype: str = "float32", masks: Optional[tuple] = None,
-                    space: str = "resized", num_classes: Optional[int] = None) -> PortType:
+                    space: str = "resized", num_classes: Optional[int] = None,
+                    class_ids: Optional[str] = None) -> PortType:
     """{boxes [B, K, 4], scores [B, K], labels [B, K], count [B][, masks [B, K, h, w]]}.
 
-    `space` says whether boxes are in the resized (model) image or in input pixels."""
+    `space` says whether boxes are in the resized (model) image or in input pixels.
+    `class_ids` says how labels number the classes: unset, as torchvision's R-CNN heads
+    (`num_classes` counts the background 0, labels are COCO category ids); `index`, as a YOLO
+    head (labels 0..num_classes-1: the data's categories in id order)."""
     fields = [("boxes", PortType("boxes", (b, k, 4), dtype)),
               ("scores", PortType("scores", (b, k), dtype)),
               ("labels", PortType("labels", (b, k), "int64")),
               ("count", PortType("count", (b,), "int64"))]
     if masks is not None:
         fields.append(("masks", PortType("mask", (b, k, *masks), dtype)))
-    meta = (("max", k), ("space", space)) + ((("num_classes", num_classes),) if num_classes else ())
+    meta = (("max", k), ("space", space)) + ((("num_classes", num_classes),) if num_classes else ()) \
+        + ((("class_ids", class_ids),) if class_ids else ())
     return PortType("detections", None, dtype, fields=tuple(fields), meta=meta)
 
 

@@ -30,7 +30,7 @@ from torchvision.ops import boxes as box_ops
 
 from composer.block_losses import BlockLosses
 
-RESIZED_TARGETS = "detection.resized_targets"   # scratch: the targets in the resized image (detection_transform)
+RESIZED_TARGETS = "detection.resized_targets"   # scratch: the targets in the resized image (transform, letterbox)
 POSITIVES = "detection.roi_positives"           # scratch: roi_heads' positive samples (proposals, matched targets)
 
 

@@ -2,7 +2,8 @@
 
 - `letterbox`: Ultralytics' LetterBox inside the model: resize keeping the aspect ratio so the
   long side is `imgsz`, pad to a multiple of `stride` (`auto`, the predictor's minimum
-  rectangle) with grey 114, centred;
+  rectangle) with grey 114, centred; in a training step it maps the targets onto the
+  letterboxed image for `yolo_head`'s loss (`letterbox_targets`);
 - `yolo_postprocess`: boxes from the letterboxed image back to input pixels (undo the pad and
   the scale, clip), as Ultralytics' `scale_boxes`;
 - the network parts live in `yolo_parts` (`c2f`, `sppf`, `upsample`) and `yolo_head`
@@ -26,6 +27,7 @@ from torch import nn
 from typing_extensions import Annotated
 
 from composer.block import Block, In
+from composer.block_losses import active
 from composer.dims import sym
 from composer.params import PosInt
 from composer.registry import register
@@ -34,6 +36,7 @@ from composer.types import InferError, PortType, expect_rank
 from . import yolo_head, yolo_parts  # noqa: F401  (registers the network parts)
 from .ops import clear_unused, slot_mask
 from .ports import detections_type, expect_rgb, image_sizes_type
+from .training import RESIZED_TARGETS, _on
 
 
 def round_ratio(num, den):
@@ -52,11 +55,32 @@ def letterbox_size(h, w, imgsz: int, scaleup: bool = True):
     return torch.sym_max(round_ratio(t * h, m), 1), torch.sym_max(round_ratio(t * w, m), 1)
 
 
+def letterbox_targets(targets, original: tuple[int, int], resized: tuple[int, int], offset: tuple[int, int],
+                      device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Targets from input pixels to the letterboxed image: boxes scaled by resized / original per
+    axis (what the image was resized by) and shifted by the pad's (top, left) `offset`. Ultralytics'
+    training LetterBox scales both axes by its one ratio instead, which differs from the image's
+    own per-axis scale by the rounding of the resized sides (under half a pixel). Masks are left
+    out: no YOLO block reads them."""
+    (h, w), (nh, nw), (top, left) = original, resized, offset
+    out = []
+    for t in _on(targets, device):
+        r = {k: v for k, v in t.items() if k != "masks"}
+        b = t["boxes"]                                           # (N, 4) x1 y1 x2 y2
+        sx, sy = nw / w, nh / h
+        r["boxes"] = torch.stack([b[:, 0] * sx + left, b[:, 1] * sy + top, b[:, 2] * sx + left, b[:, 3] * sy + top], -1)
+        out.append(r)
+    return out
+
+
 # ---- modules ------------------------------------------------------------------------------
 
 
 class Letterbox(nn.Module):
-    """(B, 3, H, W) in [0, 1] -> resized (bilinear, as cv2.INTER_LINEAR) and padded (B, 3, Hs, Ws), and the sizes."""
+    """(B, 3, H, W) in [0, 1] -> resized (bilinear, as cv2.INTER_LINEAR) and padded (B, 3, Hs, Ws), and the sizes.
+
+    In a training step (`composer.block_losses`) it also maps the step's targets onto the
+    letterboxed image, for `yolo_head`'s loss."""
 
     def __init__(self, imgsz: int, stride: int, auto: bool, scaleup: bool, pad_value: float):
         super().__init__()
@@ -73,6 +97,8 @@ class Letterbox(nn.Module):
         top, left = (ph - nh) // 2, (pw - nw) // 2               # Ultralytics: round(d / 2 -+ 0.1)
         x = F.pad(x, (left, pw - nw - left, top, ph - nh - top), value=self.pad_value)   # (B, 3, Hs, Ws)
         device = image.device
+        if self.training and (step := active()) is not None:     # a training step: targets follow the letterbox
+            step.scratch[RESIZED_TARGETS] = letterbox_targets(step.targets, (h, w), (nh, nw), (top, left), device)
         resized = torch.tensor([nh, nw], dtype=torch.int64, device=device).expand(b, 2)
         original = torch.tensor([h, w], dtype=torch.int64, device=device).expand(b, 2)
         return x, {"resized": resized, "original": original}

@@ -9,6 +9,11 @@ registered in that order so an Ultralytics state dict loads by order. Its output
 eval-mode output: [B, 4 + nc, N] with xywh boxes in (letterboxed) pixels and class
 probabilities, N anchors over all levels (row-major per level, levels in order).
 
+In a training step (`composer.block_losses`) `yolo_head` also records Ultralytics' v8
+detection loss (`loss_box`, `loss_cls`, `loss_dfl`: blocks.detection.yolo_loss) against the
+step's targets in letterboxed pixels (what `letterbox` leaves in the scratch) with class ids
+0..nc-1; its output is the same in both modes.
+
 `yolo_nms` does what `ultralytics.utils.ops.non_max_suppression` does with its predictor
 defaults (best class per box, conf > conf, class-aware NMS at iou, at most max_det per image)
 but for the whole batch at once with the export-safe ops of `blocks.detection.ops`:
@@ -28,6 +33,7 @@ from torch import nn
 from typing_extensions import Annotated
 
 from composer.block import Block, In
+from composer.block_losses import active
 from composer.dims import Dim, Sym, format_dim
 from composer.params import Activation, Eps, PosInt, Prob
 from composer.registry import register
@@ -35,9 +41,12 @@ from composer.types import InferError, PortType, expect_float, expect_rank, expe
 
 from .ops import clear_unused, gather_rows, select_top, slot_mask
 from .ports import detections_type
+from .training import step_targets
+from .yolo_loss import YoloLoss
 from .yolo_parts import BN_EPS, BN_MOMENTUM, conv, conv_params
 
 Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
 
 
 def head_widths(c0: int, num_classes: int, reg_max: int) -> tuple[int, int]:
@@ -69,9 +78,11 @@ class YoloHead(nn.Module):
     """Ultralytics' v8 Detect head; forward takes the level maps and returns [B, 4 + nc, N]."""
 
     def __init__(self, channels: list[int], strides: list[int], num_classes: int = 80, reg_max: int = 16,
-                 activation: Activation = "silu", eps: float = BN_EPS, momentum: float = BN_MOMENTUM):
+                 activation: Activation = "silu", eps: float = BN_EPS, momentum: float = BN_MOMENTUM,
+                 loss: YoloLoss | None = None):
         super().__init__()
         self.nc, self.reg_max, self.strides = num_classes, reg_max, tuple(strides)
+        self.loss = loss if loss is not None else YoloLoss(num_classes, reg_max, strides)   # training only
         c2, c3 = head_widths(channels[0], num_classes, reg_max)
         kw = {"activation": activation, "eps": eps, "momentum": momentum}
         self.cv2 = nn.ModuleList(
@@ -105,6 +116,10 @@ class YoloHead(nn.Module):
         box = torch.cat([m(x).view(b, 4 * self.reg_max, -1) for m, x in zip(self.cv2, xs)], -1)  # (B, 4 reg_max, N)
         cls = torch.cat([m(x).view(b, self.nc, -1) for m, x in zip(self.cv3, xs)], -1)          # (B, nc, N)
         points, strides = self.anchors(xs)
+        if self.training and (step := active()) is not None:    # a training step: Ultralytics' v8 loss
+            size = (xs[0].shape[2] * self.strides[0], xs[0].shape[3] * self.strides[0])   # the network input's h, w
+            for name, value in self.loss(box, cls, points, strides, step_targets(step, b, box.device), size).items():
+                step.add(name, value)
         lt, rb = self.dfl(box).chunk(2, 1)                       # (B, 2, N) each: left-top, right-bottom
         x1y1, x2y2 = points[None] - lt, points[None] + rb
         xywh = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides   # (B, 4, N) pixels
@@ -166,11 +181,17 @@ class YoloHeadBlock(Block):
     Takes the neck's maps (P3, P4, P5 at `strides` 8, 16, 32) and returns `predictions`
     [B, 4 + num_classes, N]: xywh boxes in pixels of the network input and class
     probabilities for each of the N anchor points (Ultralytics' eval-mode output, before NMS).
+
+    In training (`composer train`) it records Ultralytics' v8DetectionLoss as `loss_box` (CIoU),
+    `loss_cls` (BCE) and `loss_dfl` (distribution focal loss), each times its gain and the batch
+    size as Ultralytics returns them: targets assigned by the task-aligned assigner (`topk`,
+    `alpha`, `beta`). Its classes are 0..num_classes-1: COCO data's categories in id order.
     """
     name: ClassVar[str] = "yolo_head"
     family: ClassVar[str] = "detection"
     inputs: ClassVar = {"xs": In("feature_map", variadic=True, doc="P3, P4, P5: [B, C_i, H/s_i, W/s_i]")}
     outputs: ClassVar = ("predictions",)
+    losses: ClassVar = YoloLoss.names
     example: ClassVar = {"params": {"num_classes": 3},
                          "inputs": {"xs": [PortType("feature_map", (2, 8, 8, 8)), PortType("feature_map", (2, 16, 4, 4)),
                                            PortType("feature_map", (2, 32, 2, 2))]}}
@@ -180,6 +201,13 @@ class YoloHeadBlock(Block):
     activation: Activation = "silu"
     eps: Eps = BN_EPS
     momentum: Prob = BN_MOMENTUM
+    # training (the loss; predictions are the same in both modes): Ultralytics' v8 defaults
+    topk: PosInt = 10                # assigner: anchors each target takes, best by score^alpha * CIoU^beta
+    alpha: NonNegFloat = 0.5
+    beta: NonNegFloat = 6.0
+    box_gain: NonNegFloat = 7.5      # factor of loss_box
+    cls_gain: NonNegFloat = 0.5      # factor of loss_cls
+    dfl_gain: NonNegFloat = 1.5      # factor of loss_dfl
 
     def _channels(self, xs: list[PortType]) -> list[int]:
         if len(xs) != len(self.strides):
@@ -219,8 +247,10 @@ class YoloHeadBlock(Block):
         return total
 
     def build(self, xs: list[PortType]) -> nn.Module:
+        loss = YoloLoss(self.num_classes, self.reg_max, list(self.strides), self.topk, self.alpha, self.beta,
+                        self.box_gain, self.cls_gain, self.dfl_gain)
         return YoloHead(self._channels(xs), list(self.strides), self.num_classes, self.reg_max, self.activation,
-                        self.eps, self.momentum)
+                        self.eps, self.momentum, loss)
 
 
 @register
@@ -251,7 +281,8 @@ class YoloNMSBlock(Block):
             raise InferError("yolo predictions need 4 box values and at least one class score on axis 1",
                              port="predictions", code="E302", expected="[B, 4 + nc, N] with nc >= 1",
                              found=str(predictions))
-        return {"detections": detections_type(predictions.shape[0], self.max_det, predictions.dtype)}
+        return {"detections": detections_type(predictions.shape[0], self.max_det, predictions.dtype,
+                                              num_classes=c - 4, class_ids="index")}
 
     def param_count(self, predictions: PortType) -> int:
         return 0
