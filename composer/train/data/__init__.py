@@ -60,17 +60,13 @@ def pipeline_context(pipe) -> dict[str, Any]:
 
 def _from_spec(plan, labels: Optional[Sequence[str]], dims: Optional[Mapping[str, int]]
                ) -> tuple[Optional[Sequence[str]], Mapping[str, int]]:
-    """Without them given, the labels and dim examples as the spec the plan came from writes
-    them (its top level: the same place `pipeline_context` reads them from)."""
-    raw = plan.section.doc.data if isinstance(plan.section.doc.data, dict) else {}
-    if labels is None and raw.get("labels") is not None:
-        from ...errors import Diagnostics
-        from ...labels import check_labels
-        found = check_labels(raw["labels"], plan.section.doc, Diagnostics())
-        labels = list(found.names) if found is not None else None
+    """Without them given, the labels and dim examples of the pipeline the plan was made from."""
+    graph = plan.section.graph
+    resolved = graph.resolved if graph is not None else None
+    if labels is None and resolved is not None and resolved.labels is not None:
+        labels = list(resolved.labels.names)
     if dims is None:
-        decls = raw.get("dims") if isinstance(raw.get("dims"), dict) else {}
-        dims = {n: d["example"] for n, d in decls.items() if isinstance(d, dict) and isinstance(d.get("example"), int)}
+        dims = {n: d.example for n, d in resolved.dims.items() if getattr(d, "example", None)} if resolved else {}
     return labels, dims
 
 
@@ -119,7 +115,7 @@ def open_splits(plan, spec_dir: Path, seed: int, *, labels: Optional[Sequence[st
     `seed` is the pipeline's seed, used for the `val_fraction` split when `train.seed` is not
     set; `labels` are the spec's class names (an image folder's default class order); `dims`
     the `example` size of each dim (a series' default window). Both default to what the
-    spec's top level writes; `pipeline_context(pipe)` gives them from a loaded pipeline."""
+    pipeline of the plan has; `pipeline_context(pipe)` gives them from a loaded pipeline."""
     data = plan.spec.data
     seed = plan.spec.seed if plan.spec.seed is not None else seed
     labels, dims = _from_spec(plan, labels, dims)
