@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping, Optional
 
-import numpy as np
 import torch
 
 from .. import errors as E
@@ -164,9 +163,21 @@ def check_augment_targets(plan) -> None:
                                       hint="remove `augment`, or augment the data before training")])
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a cheap 64-bit hash whose outputs spread over the whole range."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
 def example_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of one example's augmentation: the same for a given (seed, epoch, index)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    """The seed of one example's augmentation: the same for a given (seed, epoch, index), and
+    unrelated for neighbouring ones (a hash, computed per example in microseconds)."""
+    return _mix(_mix(_mix(seed & _MASK) ^ (epoch & _MASK)) ^ (index & _MASK)) >> 1
 
 
 class Augment:
@@ -191,11 +202,16 @@ class Augment:
             sample["labels"] = detection["labels"]
             if "masks" in detection:
                 sample["masks"] = tv_tensors.Mask(detection["masks"])
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)    # the CPU generator only (torch.manual_seed seeds every device)
+        # the global CPU generator, seeded for this example and restored after (dropout in the
+        # training process reads it); torch.manual_seed would seed every device's generator too
+        state = torch.get_rng_state()
+        try:
+            torch.default_generator.manual_seed(seed)
             out = self.transform(sample)
             if detection is not None:
                 out = self.sanitize(out)
+        finally:
+            torch.set_rng_state(state)
         imgs = {k: out[k].as_subclass(torch.Tensor) for k in images}
         if detection is None:
             return imgs, None
