@@ -65,6 +65,6 @@ def test_faster_rcnn_learns_boxes_from_coco_data(tmp_path):
     generate.write_coco(tmp_path / "val", 24, seed=1)
     result = _run(tmp_path, ROOT / "pipelines" / "box_detector.yaml",
                   [f"train.data.train={tmp_path}/train/annotations.json",
-                   f"train.data.val={tmp_path}/val/annotations.json", "train.epochs=8"])
+                   f"train.data.val={tmp_path}/val/annotations.json"])
     assert {"train/loss_objectness", "train/loss_rpn_box_reg", "train/loss_classifier", "train/loss_box_reg"} <= set(result.metrics), result.metrics
     assert result.monitor == "val/map" and result.metrics["val/map_50"] >= 0.3, result.metrics
