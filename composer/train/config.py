@@ -31,8 +31,6 @@ from ..errors import Diagnostics, Location, did_you_mean
 from ..errors import found_text as _found
 from ..params import NonNegInt, PosFloat, PosInt
 
-NonNegFloat = Field(ge=0.0)
-Fraction = Field(gt=0.0, lt=1.0)
 
 FORMATS = ("image_folder", "table", "jsonl", "arrays", "coco", "series")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")

@@ -21,9 +21,11 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _cross_entropy(cfg: CrossEntropy) -> LossFn:
+    class_weights = torch.tensor(cfg.class_weights, dtype=torch.float32) if cfg.class_weights else None
+
     def loss(out: Tensor, target: Tensor) -> Tensor:
         c = out.shape[-1]
-        weight = torch.tensor(cfg.class_weights, dtype=out.dtype, device=out.device) if cfg.class_weights else None
+        weight = class_weights.to(out.device) if class_weights is not None else None
         flat = target.reshape(-1)
         if not bool((flat != cfg.ignore_index).any()):   # every step padding: nothing to learn, not NaN
             return out.sum() * 0.0

@@ -77,9 +77,6 @@ class Plan:
         """Outputs with a loss of their own (not the blocks' losses): what `val/loss` sums."""
         return [o for o, c in self.losses.items() if not isinstance(c, BlockLosses)]
 
-    @property
-    def fields(self) -> set[str]:
-        return {n.field for n in self.inputs.values()} | {t.field for t in self.targets.values()}
 
 
 def _static(shape) -> Optional[tuple[Optional[int], ...]]:

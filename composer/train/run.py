@@ -15,7 +15,6 @@ last checkpoint, and with `deterministic: true` ends with the weights an uninter
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -243,12 +242,3 @@ def _write_spec(pipe, folder: Path) -> None:
     section = pipe.resolved.train.spec.model_dump(mode="json")
     text += "\n" + yaml.safe_dump({"train": section}, sort_keys=False, default_flow_style=None, width=110)
     _io.write_text(folder / "spec.yaml", text)
-
-
-def read_report(folder: Path) -> dict:
-    path = folder / "report.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
