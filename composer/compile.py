@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import ComposerError
 from .graph import Graph, node_seed
+from .graph_data import graph_value
 from .stages import PreStage, core_inputs
 from .types import PortType
 
@@ -101,12 +102,21 @@ def generate(graph: Graph) -> tuple[str, dict[tuple[str, Optional[str]], str]]:
     used: set[str] = set()
     var: dict[tuple[str, Optional[str]], str] = {}
     args = []
+    graphs: dict[str, list[tuple[str, str]]] = {}
     for name, ci in core_inputs(graph).items():   # spec inputs, and what pre-processing blocks produce
         v = _var(name, used)
-        var[(ci.node, ci.port or "out")] = v
         args.append(v)
+        if ci.field is not None:                  # one field of a graph input
+            graphs.setdefault(ci.node, []).append((ci.field, v))
+        else:
+            var[(ci.node, ci.port or "out")] = v
     # statements: (source lines, variables read, variables written)
     stmts: list[tuple[list[str], set[str], list[str]]] = []
+    for node, fields in graphs.items():           # a graph input: its fields joined into one checked dict
+        v = _var(node, used)
+        var[(node, "out")] = v
+        call = ", ".join(f"{f}={a}" for f, a in fields)
+        stmts.append(([f"    {v} = graph_value({node!r}, {call}){_type_comment(r.inputs[node].type)}"], set(), [v]))
     for name in graph.order:
         node = graph.nodes[name]
         outs = graph.types[name]
@@ -172,7 +182,7 @@ def compile_graph(graph: Graph, *, seed: Optional[int] = None, device: Optional[
     source, _ = generate(graph)
     _counter[0] += 1
     filename = f"<composer:{r.name}:{_counter[0]}>"
-    namespace: dict = {}
+    namespace: dict = {"graph_value": graph_value}
     exec(compile(source, filename, "exec"), namespace)  # our own generated source, never spec text
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     cls_name = "Pipeline_" + re.sub(r"\W", "_", r.name)

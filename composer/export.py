@@ -37,7 +37,7 @@ from torch import nn
 from . import _io
 from .dims import Dim, format_dim
 from .errors import ComposerError
-from .inputs import InputSpec, default_sizes, random_inputs, specs_from_pipeline, symbols_of
+from .inputs import InputSpec, default_sizes, graph_dims, random_inputs, specs_from_pipeline, symbols_of
 
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2   # protobuf's 2 GiB limit, with room for the graph
 TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (1e-2, 1e-2)}   # (atol, rtol)
@@ -64,11 +64,13 @@ class DimPlan:
 def plan_dims(pipe, specs: Mapping[str, InputSpec], static: bool = False) -> dict[str, DimPlan]:
     """Trace and verification sizes for every symbolic dim of the inputs."""
     dims = pipe.resolved.dims
+    graph_sizes = graph_dims(specs)
     plans = {}
     for name in symbols_of(specs):
         decl = dims.get(name)
         m = decl.multiple_of if decl is not None else 1
-        sizes = list(decl.sizes) if decl is not None and decl.sizes else default_sizes(name, m)
+        sizes = list(decl.sizes) if decl is not None and decl.sizes else \
+            list(graph_sizes[name]) if name in graph_sizes else default_sizes(name, m)
         # trace at a size > 1 (torch.export fixes dims traced at 0 or 1) that is declared
         candidates = ([decl.example] if decl is not None and decl.example else []) + sizes
         trace = next((s for s in candidates if s > 1), None) or max(2, m)
@@ -713,6 +715,8 @@ def _metadata(pipe, specs: Mapping[str, InputSpec], seed, fp16: bool, static: bo
             info["columns"] = list(s.columns)
         if s.ignore_columns:
             info["ignore_columns"] = list(s.ignore_columns)
+        if s.group:                    # a graph input's field: `composer run model.onnx` reads graph files
+            info["group"], info["field"] = s.group, s.field
         inputs[n] = info
     outputs = {}
     for n, ref in r.outputs.items():   # what each output is: `composer run model.onnx` reads detections by kind

@@ -292,7 +292,8 @@ def _field(ref: Ref, t: PortType, diags: Diagnostics) -> Optional[PortType]:
     fields = dict(t.fields)
     if ref.field not in fields:
         names = ", ".join(fields) or "none: it is not a structured port"
-        diags.add(E.UNKNOWN_PORT, f"`{ref.node}.{ref.port}` has no field `{ref.field}`", loc=ref.loc, path=ref.path,
+        owner = ref.node if ref.port is None else f"{ref.node}.{ref.port}"
+        diags.add(E.UNKNOWN_PORT, f"`{owner}` has no field `{ref.field}`", loc=ref.loc, path=ref.path,
                   expected=names, found=ref.field, hint=did_you_mean(ref.field, fields))
         return None
     return fields[ref.field]

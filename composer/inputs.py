@@ -23,6 +23,7 @@ import torch
 
 from .dims import Dim, evaluate, format_dim
 from .errors import ComposerError
+from .graph_data import GRAPH_FIELDS, GraphError, check_graph, random_graph, read_graph_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 BATCH_NAMES = ("B", "N", "batch")
@@ -59,6 +60,8 @@ class InputSpec:
     int_high: int = 2                            # exclusive upper bound of random integer ids
     columns: Optional[tuple[str, ...]] = None    # series: the CSV columns that are the F features, in order
     ignore_columns: tuple[str, ...] = ()         # series: CSV columns that are not features
+    group: Optional[str] = None                  # a graph input's field: the graph input (`graph` of `graph_x`)
+    field: Optional[str] = None                  # ... and the field (`x`)
 
     def shape_text(self) -> str:
         if self.shape is None:
@@ -107,7 +110,9 @@ def specs_from_pipeline(pipe) -> dict[str, InputSpec]:
     for name, ci in core_inputs(graph).items():
         t = ci.type
         shape = None if t is None or t.shape is None else tuple(t.shape)
-        if ci.port is None:   # a spec input
+        if ci.field is not None:   # one field of a graph input
+            out[name] = InputSpec(name, shape, t.dtype, t.kind, None, multiples, 2, group=ci.node, field=ci.field)
+        elif ci.port is None:   # a spec input
             decl = r.inputs[name].decl
             out[name] = InputSpec(name, shape, decl.dtype, decl.kind, decl.preprocess, multiples,
                                   _int_high(graph, name), tuple(decl.columns) if decl.columns else None,
@@ -152,7 +157,9 @@ def specs_from_onnx(model) -> dict[str, InputSpec]:
         out[vi.name] = InputSpec(vi.name, tuple(dims) if tt.HasField("shape") else None,
                                  ONNX_ELEM_DTYPES.get(tt.elem_type, f"onnx-type-{tt.elem_type}"),
                                  info.get("kind", "tensor"), pre, dict(multiples), int(info.get("int_high", 2)),
-                                 _names(info.get("columns")) or None, _names(info.get("ignore_columns")))
+                                 _names(info.get("columns")) or None, _names(info.get("ignore_columns")),
+                                 info.get("group") if isinstance(info.get("group"), str) else None,
+                                 info.get("field") if info.get("field") in GRAPH_FIELDS else None)
     return out
 
 
@@ -168,6 +175,22 @@ def _names(value: Any) -> tuple[str, ...]:
 
 def _round_up(n: int, m: int) -> int:
     return max(m, int(math.ceil(n / m)) * m)
+
+
+GRAPH_SIZES = {"x": (12, 19), "edge_index": (30, 47)}   # nodes, edges of a graph input, without `sizes:`
+
+
+def graph_dims(specs: Mapping[str, InputSpec]) -> dict[str, tuple[int, int]]:
+    """The default verification sizes of the node and edge dims of graph inputs (N 12 and 19,
+    E 30 and 47), for dims the spec gives no `sizes:`."""
+    out: dict[str, tuple[int, int]] = {}
+    for s in specs.values():
+        if s.field in GRAPH_SIZES and s.shape is not None:
+            d = s.shape[0] if s.field == "x" else s.shape[1]
+            name = str(d) if isinstance(d, (Dim, str)) else None
+            if name is not None:
+                out.setdefault(name, GRAPH_SIZES[s.field])
+    return out
 
 
 def default_sizes(name: str, multiple_of: int = 1) -> list[int]:
@@ -237,6 +260,10 @@ def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: 
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, spec in specs.items():
+        if spec.group is not None:
+            if name not in out:
+                out.update(_random_graph_input(specs, spec.group, env, g))
+            continue
         shape = concrete_shape(spec, env)
         dtype = TORCH_DTYPES.get(spec.dtype)
         if dtype is None:
@@ -252,6 +279,25 @@ def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: 
         else:
             out[name] = torch.randint(0, max(1, spec.int_high), shape, generator=g, dtype=dtype)
     return out
+
+
+def graph_group(specs: Mapping[str, InputSpec], group: str) -> dict[str, InputSpec]:
+    """The specs of one graph input's fields, by field."""
+    return {s.field: s for s in specs.values() if s.group == group and s.field}
+
+
+def _random_graph_input(specs: Mapping[str, InputSpec], group: str, env: Mapping[str, int],
+                        g: torch.Generator) -> dict[str, torch.Tensor]:
+    """A seeded random graph for a graph input at the sizes in `env`: its node ids in range, an
+    isolated node, and a batch of graphs of different sizes when it has a `batch` field."""
+    fields = graph_group(specs, group)
+    n, f = concrete_shape(fields["x"], env)
+    e = concrete_shape(fields["edge_index"], env)[1]
+    dtype = TORCH_DTYPES.get(fields["x"].dtype, torch.float32)
+    edge_dim = concrete_shape(fields["edge_attr"], env)[1] if "edge_attr" in fields else None
+    graph = random_graph(n, e, f, g, dtype=dtype, edge_weight="edge_weight" in fields, edge_dim=edge_dim,
+                         batched="batch" in fields, graphs=env.get("G"))
+    return {fields[k].name: v for k, v in graph.items()}
 
 
 # ---- reading files -------------------------------------------------------------------------
@@ -545,22 +591,55 @@ def read_input(path: Path, spec: InputSpec) -> np.ndarray:
     raise InputError(f"input `{spec.name}`: cannot read {path.suffix or 'a file without suffix'} files{hint}")
 
 
+def read_graph_input(path: Path, group: str, fields: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
+    """A graph input's tensors (by core input name) from a JSON or .npz graph file; several
+    graphs in the file form one batch when the input has a `batch` field."""
+    try:
+        graphs = read_graph_file(path, f"input `{group}`")
+    except GraphError as exc:
+        raise InputError(str(exc)) from None
+    if len(graphs) > 1 and "batch" not in fields:
+        raise InputError(f"input `{group}`: {path} holds {len(graphs)} graphs, and the input takes one graph (it has "
+                         "no `batch` field); give one graph, or declare `batch: [N]` among its fields")
+    for fld in fields:
+        if fld != "batch" and any(fld not in gr for gr in graphs):
+            raise InputError(f"input `{group}`: {path} has no `{fld}`, and the input takes it")
+    from .graph_data import join
+    joined = join(graphs, list(fields)) if len(graphs) > 1 or "batch" in fields else graphs[0]
+    return {spec.name: np.asarray(joined[fld]).astype(NUMPY_DTYPES.get(spec.dtype, np.float32))
+            for fld, spec in fields.items()}
+
+
 def read_inputs(files: Mapping[str, Path], specs: Mapping[str, InputSpec]) -> dict[str, np.ndarray]:
-    """Read every input's file and check them all against the declared types."""
-    unknown = [n for n in files if n not in specs]
+    """Read every input's file and check them all against the declared types (a graph input:
+    one graph file for all its fields)."""
+    groups = list(dict.fromkeys(s.group for s in specs.values() if s.group))
+    names = [n for n, s in specs.items() if s.group is None] + groups
+    unknown = [n for n in files if n not in names]
     if unknown:
         import difflib
         n = unknown[0]
-        m = difflib.get_close_matches(n, list(specs), n=1)
+        m = difflib.get_close_matches(n, names, n=1)
         hint = f" (did you mean `{m[0]}`?)" if m else ""
-        raise InputError(f"unknown input `{n}`{hint}; the inputs are: {', '.join(specs)}")
-    missing = [n for n in specs if n not in files]
+        raise InputError(f"unknown input `{n}`{hint}; the inputs are: {', '.join(names)}")
+    missing = [n for n in names if n not in files]
     if missing:
-        raise InputError(f"missing input `{missing[0]}` ({specs[missing[0]].shape_text()} {specs[missing[0]].dtype}): "
+        what = "a graph: .json or .npz" if missing[0] in groups else \
+            f"{specs[missing[0]].shape_text()} {specs[missing[0]].dtype}"
+        raise InputError(f"missing input `{missing[0]}` ({what}): "
                          f"pass it with --input {missing[0]}=FILE" + (
                              f"; also missing: {', '.join(missing[1:])}" if missing[1:] else ""))
-    arrays = {n: read_input(files[n], specs[n]) for n in specs}
-    check_inputs(arrays, specs, {n: str(files[n]) for n in files})
+    arrays: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    for n in names:
+        if n in groups:
+            fields = graph_group(specs, n)
+            arrays.update(read_graph_input(files[n], n, fields))
+            sources.update({s.name: str(files[n]) for s in fields.values()})
+        else:
+            arrays[n] = read_input(files[n], specs[n])
+            sources[n] = str(files[n])
+    check_inputs(arrays, specs, sources)
     return arrays
 
 
@@ -616,6 +695,11 @@ def check_inputs(values: Mapping[str, Any], specs: Mapping[str, InputSpec],
                                  f"{sym} = {env[sym]}: inputs that share a dim must agree")
             env.setdefault(sym, got)
             where.setdefault(sym, f"`{name}`")
+    for group in dict.fromkeys(s.group for s in specs.values() if s.group):
+        fields = graph_group(specs, group)
+        first = next(iter(fields.values())).name
+        src = f" from {sources[first]}" if first in sources else ""
+        check_graph({fld: values[s.name] for fld, s in fields.items()}, f"input `{group}`{src}", InputError)
     return env
 
 

@@ -138,6 +138,7 @@ class _Resolver:
         self.scopes: dict[str, Scope] = {}
         self.groups: dict[str, int] = {}
         self.too_big = False
+        self.input_types: dict[str, PortType] = {}     # top-level inputs (a graph input's fields are refs)
         self.registry = load_blocks()
         self.reported: dict[int, ParsedSpec] = {}
 
@@ -263,6 +264,9 @@ class _Resolver:
             base = target[None]
             if ref.port is not None:
                 if base.node != ref.node:  # a sub-pipeline input: what feeds it may have ports
+                    return Ref(base.node, base.port, ref.loc, ref.path, ref.port)
+                inp = self.input_types.get(ref.node)
+                if inp is not None and inp.fields and ref.field is None:   # `graph.x`: a field of a graph input
                     return Ref(base.node, base.port, ref.loc, ref.path, ref.port)
                 self.diags.add(E.UNKNOWN_PORT, f"input `{ref.node}` has no port `{ref.port}`", loc=ref.loc,
                                path=ref.path, hint=f"refer to it as `{ref.node}`")
@@ -511,6 +515,14 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         if decl is None:
             inputs[name] = Input(name, None, None, doc.loc(("inputs", name)))
             continue
+        if decl.kind == "graph":
+            from .graph_data import declared_type
+            inputs[name] = Input(name, decl, declared_type(name, decl, dims, doc, r.diags), doc.loc(("inputs", name)))
+            continue
+        if decl.fields is not None:
+            r.diags.add(E.UNKNOWN_PARAM, f"input `{name}` is `{decl.kind}`, and only graph inputs have `fields`",
+                        loc=doc.key_loc(("inputs", name, "fields")), path=f"inputs.{name}.fields",
+                        hint="declare its `shape`, or make it `kind: graph`")
         try:
             t = input_type(decl, dims)
         except DimSyntaxError as exc:
@@ -518,7 +530,15 @@ def resolve(parsed: ParsedSpec) -> Resolved:
                         expected="names, integers, + - * / // and floor()/ceil()", found=str(decl.shape))
             t = None
         inputs[name] = Input(name, decl, t, doc.loc(("inputs", name)))
+    for name, inp in inputs.items():        # a graph input's fields are core inputs `name_field`
+        for fld, _ in (inp.type.fields if inp.type is not None and inp.type.kind == "graph" else ()):
+            if f"{name}_{fld}" in raw_inputs:
+                r.diags.add(E.NAME_CLASH, f"input `{name}_{fld}` has the name of field `{fld}` of graph input `{name}`",
+                            loc=doc.key_loc(("inputs", f"{name}_{fld}")), path=f"inputs.{name}_{fld}",
+                            hint="the exported model takes the graph's fields as inputs named `GRAPH_FIELD`; "
+                                 "rename one of them")
     input_refs = {name: Ref(name, None) for name in raw_inputs}
+    r.input_types = {name: inp.type for name, inp in inputs.items() if inp.type is not None}
     outputs = r.spec(parsed, "", (), (str(Path(doc.file).resolve()),), input_refs)
     weights = _weights_source(spec, doc, r.diags) if spec and spec.weights else None
     # class names come from the top-level spec only: a sub-pipeline's own `labels:` is not used

@@ -75,12 +75,23 @@ class Preprocess(_Model):
 ColumnName = Annotated[str, Field(min_length=1)]
 
 
+class GraphFieldDecl(_Model):
+    """One field of a graph input, with its dtype written out."""
+
+    shape: list[Union[int, str]]
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+
+
 class InputDecl(_Model):
     """A pipeline input: kind, symbolic shape and dtype (and optional preprocessing; for a
-    `series` input, the CSV columns that are its features)."""
+    `series` input, the CSV columns that are its features; for a `graph` input, the shapes of
+    its fields)."""
 
     kind: str
     shape: Optional[list[Union[int, str]]] = None
+    fields: Optional[dict[str, Union[list[Union[int, str]], GraphFieldDecl]]] = Field(
+        default=None, description="graph inputs: the shape of each field, e.g. {x: [N, 34], edge_index: [2, E]} "
+                                  "(optional: edge_weight [E], edge_attr [E, Fe], batch [N])")
     dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
     preprocess: Optional[Preprocess] = None
     columns: Optional[list[ColumnName]] = Field(

@@ -4,7 +4,8 @@ A block whose class says `stage = "pre"` takes spec inputs (text, or other pre-p
 outputs) and produces tensors. It is part of the typed graph — checked, drawn, summarised like
 any block — but not of the compiled module: the module, and the ONNX file exported from it,
 take the pre-processing outputs as their inputs, named after the ports (`tokens`, `mask`),
-or `block_port` where two blocks would give the same name. `PreStage` runs the pre-processing
+or `block_port` where two blocks would give the same name. A graph input is one tensor per
+field (`graph_x`, `graph_edge_index`, …). `PreStage` runs the pre-processing
 blocks on raw values, so `composer run` feeds the torch and the onnxruntime core alike.
 """
 
@@ -27,6 +28,7 @@ class CoreInput:
     type: Optional[PortType]
     node: str                      # the spec input, or the pre-processing block
     port: Optional[str] = None     # None for a spec input
+    field: Optional[str] = None    # one field of a graph input (composer.graph_data): `graph_x` is graph.x
 
 
 def is_pre(graph, name: str) -> bool:
@@ -55,7 +57,11 @@ def core_inputs(graph) -> dict[str, CoreInput]:
     for name, inp in r.inputs.items():
         if not pres or any(not is_pre(graph, dst) for dst in graph.dag.successors(name)) or \
                 any(ref.node == name for ref in r.outputs.values()):
-            if inp.type is None or inp.type.kind != "text":
+            if inp.type is not None and inp.type.kind == "graph":   # one tensor per field
+                from .graph_data import core_name
+                for fld, ft in inp.type.fields:
+                    out[core_name(name, fld)] = CoreInput(core_name(name, fld), ft, name, field=fld)
+            elif inp.type is None or inp.type.kind != "text":
                 out[name] = CoreInput(name, inp.type, name)
     wanted: list[tuple[str, str]] = []
     for node in pres:

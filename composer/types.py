@@ -36,8 +36,12 @@ KINDS: dict[str, str | None] = {
     "detections": None,        # {boxes, scores, labels, count[, masks]}, padded to a maximum K
     "proposals": None,         # {boxes, scores, count}: region proposals, padded
     "image_sizes": None,       # {resized, original}: sizes of the images in a detection batch
-    "graph": None,             # node features + edge index
-    "text": None,              # strings, before tokenisation
+    "graph": None,             # {x, edge_index[, edge_weight, edge_attr, batch]}: see blocks/graph/ports.py
+    "nodes": "vector",         # [N, C] node features: a vector per node, N the batch axis of node-level heads
+    "edge_index": "tensor",    # [2, E] int64 (source, target) of each edge
+    "edge_weight": "tensor",   # [E] a weight per edge
+    "edges": "tensor",         # [E, Fe] features per edge
+    "graph_ids": "tensor",     # [N] int64: the graph of each node in a batch of graphs
 }
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "uint8", "bool", "string")

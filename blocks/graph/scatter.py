@@ -1,0 +1,73 @@
+"""Scatter reductions over edges and nodes, written with torch ops that export to ONNX.
+
+`torch_geometric.utils.scatter` has the same semantics (an index with no entries gives 0 for
+every reduction); these versions avoid data-dependent shapes (no boolean indexing, no
+`unique`), so a graph block traces with symbolic N and E and runs in onnxruntime at any size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _expand(index: Tensor, like: Tensor) -> Tensor:
+    """index [E] broadcast to the shape of `like` [E, ...] (the layout of `scatter_reduce`)."""
+    return index.view((-1,) + (1,) * (like.dim() - 1)).expand_as(like)
+
+
+def scatter_sum(src: Tensor, index: Tensor, size) -> Tensor:
+    """out[i] = sum of src[e] over e with index[e] == i; out has `size` rows."""
+    out = src.new_zeros((size,) + tuple(src.shape[1:]))
+    return out.scatter_add(0, _expand(index, src), src)
+
+
+def scatter_count(index: Tensor, size, dtype: torch.dtype) -> Tensor:
+    """How many entries of `index` name each of `size` rows."""
+    ones = torch.ones(index.shape, dtype=dtype, device=index.device)
+    return torch.zeros((size,), dtype=dtype, device=index.device).scatter_add(0, index, ones)
+
+
+def scatter_mean(src: Tensor, index: Tensor, size) -> Tensor:
+    """The mean over each row's entries (0 for a row with none)."""
+    total = scatter_sum(src, index, size)
+    count = scatter_count(index, size, src.dtype).clamp(min=1)
+    return total / count.view((-1,) + (1,) * (src.dim() - 1))
+
+
+def scatter_max(src: Tensor, index: Tensor, size) -> Tensor:
+    """The elementwise maximum over each row's entries (0 for a row with none)."""
+    return _scatter_extreme(src, index, size, "amax")
+
+
+def scatter_min(src: Tensor, index: Tensor, size) -> Tensor:
+    """The elementwise minimum over each row's entries (0 for a row with none)."""
+    return _scatter_extreme(src, index, size, "amin")
+
+
+def _scatter_extreme(src: Tensor, index: Tensor, size, reduce: str) -> Tensor:
+    fill = float("-inf") if reduce == "amax" else float("inf")
+    out = src.new_full((size,) + tuple(src.shape[1:]), fill)
+    out = out.scatter_reduce(0, _expand(index, src), src, reduce, include_self=True)
+    seen = scatter_count(index, size, src.dtype) > 0
+    return torch.where(seen.view((-1,) + (1,) * (src.dim() - 1)), out, torch.zeros_like(out))
+
+
+def scatter(src: Tensor, index: Tensor, size, reduce: str) -> Tensor:
+    """One of `sum`, `mean`, `max`, `min` by name."""
+    return {"sum": scatter_sum, "add": scatter_sum, "mean": scatter_mean, "max": scatter_max,
+            "min": scatter_min}[reduce](src, index, size)
+
+
+def segment_softmax(src: Tensor, index: Tensor, size) -> Tensor:
+    """Softmax of src [E, ...] over the entries that share an index (each target node's edges),
+    as `torch_geometric.utils.softmax`: entries of -inf get weight 0."""
+    top = scatter_max(src.detach(), index, size)
+    ex = (src - top.index_select(0, index)).exp()
+    total = scatter_sum(ex, index, size) + 1e-16
+    return ex / total.index_select(0, index)
+
+
+def gather(src: Tensor, index: Tensor) -> Tensor:
+    """src[index] along the first axis (node values onto edges)."""
+    return src.index_select(0, index)
