@@ -131,7 +131,7 @@ def declared_type(name: str, decl, dims: Mapping[str, Any], doc, diags) -> Optio
             continue
         if len(dims_) != FIELD_RANKS[fld] or (fld == "edge_index" and dims_[0] != 2):
             diags.add(E.SHAPE_MISMATCH, f"field `{fld}` of graph input `{name}` is {FIELD_LAYOUT[fld]}", loc=floc,
-                      path=fpath, expected=FIELD_LAYOUT[fld], found=str(list(shape)))
+                      path=fpath, expected=FIELD_LAYOUT[fld], found="[" + ", ".join(map(str, shape)) + "]")
             ok = False
             continue
         shapes[fld] = dims_
@@ -141,7 +141,7 @@ def declared_type(name: str, decl, dims: Mapping[str, Any], doc, diags) -> Optio
                       loc=doc.key_loc(where + ("fields",)), path=f"{path}.fields", expected=FIELD_LAYOUT[fld],
                       found="no such field")
             ok = False
-    if not ok:
+    if "x" not in shapes or "edge_index" not in shapes:
         return None
     n, e = shapes["x"][0], shapes["edge_index"][1]
     for fld, axis, want, what in (("edge_weight", 0, e, "E"), ("edge_attr", 0, e, "E"), ("batch", 0, n, "N")):
@@ -342,11 +342,10 @@ def _array(value, where: str, key: str, dtype, rank: Optional[int] = None) -> np
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise GraphError(f"{where}: `{key}` is not a rectangular array of numbers")
     if dtype == np.int64 and arr.dtype.kind == "f" and arr.size:
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise GraphError(f"{where}: `{key}` holds node ids, which are integers; found {arr.reshape(-1)[0]!r}")
-        if key == "edge_index" or key == "edges":
-            raise GraphError(f"{where}: `{key}` holds node ids: write them as integers, not floats (found "
-                             f"{arr.reshape(-1)[0]!r})")
+        flat = arr.reshape(-1)
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+        first = float(flat[int(np.argmax(bad))] if bad.any() else flat[0])
+        raise GraphError(f"{where}: `{key}` holds node ids, which are integers, and it has floats (found {first:g})")
     if rank is not None and arr.ndim != rank and arr.size:
         raise GraphError(f"{where}: `{key}` must be rank {rank}, found shape {list(arr.shape)}")
     return arr.astype(dtype)
@@ -480,5 +479,10 @@ def join(graphs: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> dict[str
             missing = next((i for i, gr in enumerate(graphs) if fld not in gr), None)
             if missing is not None:
                 raise GraphError(f"graph {missing} has no `{fld}`, which the graph input takes")
-            out[fld] = np.concatenate([np.asarray(gr[fld]) for gr in graphs], axis=0)
+            parts = [np.asarray(gr[fld]) for gr in graphs]
+            odd = next((i for i, p in enumerate(parts) if p.shape[1:] != parts[0].shape[1:]), None)
+            if odd is not None:
+                raise GraphError(f"graph {odd} has `{fld}` of shape {list(parts[odd].shape)}, and graph 0 of shape "
+                                 f"{list(parts[0].shape)}: the graphs of a batch share their feature widths")
+            out[fld] = np.concatenate(parts, axis=0)
     return out

@@ -138,7 +138,7 @@ class _Resolver:
         self.scopes: dict[str, Scope] = {}
         self.groups: dict[str, int] = {}
         self.too_big = False
-        self.input_types: dict[str, PortType] = {}     # top-level inputs (a graph input's fields are refs)
+        self.graph_inputs: set[str] = set()     # top-level graph inputs: `graph.x` is a field, not a port
         self.registry = load_blocks()
         self.reported: dict[int, ParsedSpec] = {}
 
@@ -265,8 +265,7 @@ class _Resolver:
             if ref.port is not None:
                 if base.node != ref.node:  # a sub-pipeline input: what feeds it may have ports
                     return Ref(base.node, base.port, ref.loc, ref.path, ref.port)
-                inp = self.input_types.get(ref.node)
-                if inp is not None and inp.fields and ref.field is None:   # `graph.x`: a field of a graph input
+                if ref.node in self.graph_inputs and ref.field is None:   # `graph.x`: a field of a graph input
                     return Ref(base.node, base.port, ref.loc, ref.path, ref.port)
                 self.diags.add(E.UNKNOWN_PORT, f"input `{ref.node}` has no port `{ref.port}`", loc=ref.loc,
                                path=ref.path, hint=f"refer to it as `{ref.node}`")
@@ -538,7 +537,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
                             hint="the exported model takes the graph's fields as inputs named `GRAPH_FIELD`; "
                                  "rename one of them")
     input_refs = {name: Ref(name, None) for name in raw_inputs}
-    r.input_types = {name: inp.type for name, inp in inputs.items() if inp.type is not None}
+    r.graph_inputs = {name for name, inp in inputs.items() if inp.decl is not None and inp.decl.kind == "graph"}
     outputs = r.spec(parsed, "", (), (str(Path(doc.file).resolve()),), input_refs)
     weights = _weights_source(spec, doc, r.diags) if spec and spec.weights else None
     # class names come from the top-level spec only: a sub-pipeline's own `labels:` is not used

@@ -205,7 +205,9 @@ def _with_kinds(kinds: dict, inferred: Optional[dict]) -> dict:
     """Name-based kinds, replaced by the inferred kind of an output where it says more (a
     `vector` named `logits` keeps reading as logits)."""
     for n, k in (inferred or {}).items():
-        if n in kinds and isinstance(k, str) and (k in LOGIT_KINDS or k not in ("tensor", "vector") or not kinds[n]):
+        if n in kinds and k == "nodes":         # scores per node of a graph: `nodes:logits` by name
+            kinds[n] = f"nodes:{kinds[n]}" if kinds[n] else k
+        elif n in kinds and isinstance(k, str) and (k in LOGIT_KINDS or k not in ("tensor", "vector") or not kinds[n]):
             kinds[n] = k
     return kinds
 
@@ -298,6 +300,8 @@ def _kind_by_name(name: str) -> str:
 
 
 def _print_output(name: str, value: np.ndarray, kind: str, top_k: int, names=None) -> None:
+    row_name = "node " if kind.startswith("nodes:") else ""      # per-node scores of a graph
+    kind = kind.removeprefix("nodes:")
     shape = "[" + ", ".join(str(s) for s in value.shape) + "]"
     line = f"{name}  {shape} {value.dtype}"
     if value.size and np.issubdtype(value.dtype, np.number):
@@ -321,7 +325,7 @@ def _print_output(name: str, value: np.ndarray, kind: str, top_k: int, names=Non
         k = min(top_k, value.shape[1])
         for row in range(value.shape[0]):
             items = top_k_text(scores[row], probs[row], k, names)
-            out.print(f"  [{row}] top-{k} " + ("class: prob  " if names is None else " ") + items, markup=False)
+            out.print(f"  [{row_name}{row}] top-{k} " + ("class: prob  " if names is None else " ") + items, markup=False)
 
 
 def _save(outputs: dict, path: Path) -> None:

@@ -79,7 +79,11 @@ def example(cls) -> tuple[dict, dict]:
 
 
 def tensor_for(t: PortType):
-    """A random value of a port type: a tensor, or a dict of tensors for a structured port."""
+    """A random value of a port type: a tensor, or a dict of tensors for a structured port (a
+    graph: valid node ids and a sorted batch vector)."""
+    if t.kind == "graph":
+        from composer.graph_data import random_for_type
+        return random_for_type(t, torch.Generator().manual_seed(0))
     if t.fields:
         return {n: tensor_for(ft) for n, ft in t.fields}
     dtype = torch_dtype(t.dtype)

@@ -33,7 +33,7 @@ FIRST = {
     "unknown_top_level_key": ("E101", 1, 1), "yaml11_no": ("E105", 5, 46), "yaml11_on": ("E105", 5, 46),
     "yaml11_version_string": ("E105", 1, 11), "yaml_syntax": ("E001", 4, 1), "unused_block": ("W205", 6, 10),
     "labels_count_mismatch": ("E302", 2, 9), "labels_unknown_builtin": ("E105", 2, 9),
-    "train_section": ("E103", 10, 39),
+    "train_section": ("E103", 10, 39), "graph_input": ("E303", 7, 42),
 }
 
 
