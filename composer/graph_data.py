@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import errors as E
-from .dims import DimLike, DimSyntaxError, Sym, format_dim, parse_dim
+from .dims import DimLike, DimSyntaxError, format_dim, parse_dim, sym
 from .errors import ComposerError, did_you_mean
 from .types import FLOAT_DTYPES, PortType
 
@@ -72,7 +72,7 @@ def graph_type(n: DimLike, e: DimLike, features: DimLike, dtype: str = "float32"
         fields.append(("edge_attr", PortType("edges", (e, edge_dim), dtype)))
     if batched:
         fields.append(("batch", PortType("graph_ids", (n,), "int64")))
-    graphs: DimLike = Sym(GRAPH_COUNT) if batched else 1
+    graphs: DimLike = sym(GRAPH_COUNT) if batched else 1
     return PortType("graph", None, dtype, fields=tuple(fields), meta=(("graphs", graphs),))
 
 

@@ -18,12 +18,20 @@ from __future__ import annotations
 
 from typing import Optional
 
+from composer.block import In
 from composer.dims import DimLike, format_dim
 from composer.graph_data import GRAPH_COUNT, GRAPH_FIELDS, graph_type, nodes_type
-from composer.types import InferError, PortType, expect_float
+from composer.types import InferError, PortType, expect_float, expect_static
 
-__all__ = ["GRAPH_FIELDS", "GRAPH_COUNT", "edge_dim", "expect_graph", "graph_count", "graph_type", "has_field",
-           "node_features", "nodes_type", "num_edges", "num_nodes"]
+__all__ = ["GRAPH_FIELDS", "GRAPH_COUNT", "GRAPH_INPUTS", "edge_dim", "expect_graph", "graph_count", "graph_type",
+           "has_field", "in_channels", "node_features", "nodes_type", "num_edges", "num_nodes", "require_field"]
+
+# the ports of every graph block, in this order: `in: g` binds the graph (its x the node features),
+# `in: {graph: g, x: prev}` feeds node features from an earlier layer
+GRAPH_INPUTS = {
+    "graph": In("graph", doc="the graph: x [N, F], edge_index [2, E][, edge_weight, edge_attr, batch]"),
+    "x": In("nodes", optional=True, doc="node features [N, C]; default: the graph's x"),
+}
 
 
 def expect_graph(t: PortType, port: str = "graph") -> PortType:
@@ -73,3 +81,21 @@ def node_features(graph: PortType, x: Optional[PortType], what: str) -> PortType
 def edge_dim(graph: PortType) -> Optional[int]:
     """Fe, the width of the graph's edge features, or None without them."""
     return graph.field("edge_attr").shape[1] if has_field(graph, "edge_attr") else None
+
+
+def in_channels(graph: PortType, x: Optional[PortType], what: str) -> tuple[PortType, int]:
+    """The node features a graph block reads (see `node_features`) and their width C, which
+    must be a fixed size (it sizes the block's weights)."""
+    feats = node_features(graph, x, what)
+    port = "graph" if x is None else "x"
+    expect_float(feats, port)
+    return feats, expect_static(feats.shape[1], port, f"the node feature width of {what}'s input")
+
+
+def require_field(graph: PortType, name: str, param: str, what: str) -> None:
+    """An InferError on `param` unless the graph has field `name`."""
+    if not has_field(graph, name):
+        have = ", ".join(n for n, _ in graph.fields)
+        raise InferError(f"{what}: `{param}: true` reads the graph's `{name}`, and the graph has none",
+                         param=param, code="E305", expected=f"a graph with `{name}`", found=f"fields {have}",
+                         hint=f"declare `{name}` in the graph input's fields, or set `{param}: false`")

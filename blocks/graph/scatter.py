@@ -53,10 +53,30 @@ def _scatter_extreme(src: Tensor, index: Tensor, size, reduce: str) -> Tensor:
     return torch.where(seen.view((-1,) + (1,) * (src.dim() - 1)), out, torch.zeros_like(out))
 
 
+def scatter_mul(src: Tensor, index: Tensor, size) -> Tensor:
+    """The elementwise product over each row's entries (0 for a row with none)."""
+    out = src.new_ones((size,) + tuple(src.shape[1:]))
+    out = out.scatter_reduce(0, _expand(index, src), src, "prod", include_self=True)
+    seen = scatter_count(index, size, src.dtype) > 0
+    return torch.where(seen.view((-1,) + (1,) * (src.dim() - 1)), out, torch.zeros_like(out))
+
+
+REDUCTIONS = {"sum": scatter_sum, "add": scatter_sum, "mean": scatter_mean, "max": scatter_max,
+              "min": scatter_min, "mul": scatter_mul}
+
+
 def scatter(src: Tensor, index: Tensor, size, reduce: str) -> Tensor:
-    """One of `sum`, `mean`, `max`, `min` by name."""
-    return {"sum": scatter_sum, "add": scatter_sum, "mean": scatter_mean, "max": scatter_max,
-            "min": scatter_min}[reduce](src, index, size)
+    """One of `sum` (`add`), `mean`, `max`, `min`, `mul` by name."""
+    return REDUCTIONS[reduce](src, index, size)
+
+
+def scatter_kept(src: Tensor, index: Tensor, keep: Tensor, size, reduce: str) -> Tensor:
+    """`scatter` over only the entries where `keep` [E] is true, as if the others were removed.
+
+    Removing entries (`src[keep]`) would make the entry count data-dependent; instead the
+    dropped entries are sent to a sink row past the end (row `size`), which is cut off."""
+    sink = torch.full_like(index, 0) + size
+    return scatter(src, torch.where(keep, index, sink), size + 1, reduce)[:size]
 
 
 def segment_softmax(src: Tensor, index: Tensor, size) -> Tensor:
