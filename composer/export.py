@@ -633,6 +633,7 @@ def export(pipe_or_model, path: Union[str, os.PathLike], *, weights=None,
         _fold_weights(proto)
         _double_size_math(proto)
         _check_dynamic(proto, dynamic, name)
+        _name_output_dims(proto, pipe, output_names)
         _set_metadata(proto, _metadata(pipe, specs, seed, fp16, static))
         opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
@@ -805,6 +806,21 @@ def _unique_values(proto) -> None:
     kept = [vi for vi in proto.graph.value_info if producers.get(vi.name, 0) < 2]   # hints only; outputs keep theirs
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
+
+
+def _name_output_dims(proto, pipe, output_names) -> None:
+    """Output dims that are a bare symbol of the inferred type keep its name (a graph pool's rows
+    `G`, which the exporter derives from the data and would call `u0 + 1`)."""
+    graph = pipe.graph
+    for vi in proto.graph.output:
+        ref = pipe.resolved.outputs.get(vi.name)
+        t = graph.output_type(ref) if ref is not None and vi.name in output_names else None
+        if t is None or t.shape is None or len(t.shape) != len(vi.type.tensor_type.shape.dim):
+            continue
+        for d, want in zip(vi.type.tensor_type.shape.dim, t.shape):
+            dn = _dynamic_name(want)
+            if dn is not None and dn.isidentifier() and d.HasField("dim_param"):
+                d.dim_param = dn
 
 
 def _check_dynamic(proto, dynamic: Mapping[str, Mapping[int, str]], name: str) -> None:

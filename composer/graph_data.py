@@ -240,8 +240,9 @@ def _numpy(v) -> np.ndarray:
 
 
 def graph_count(n: int) -> int:
-    """How many graphs a random batch of n nodes holds: several, of different sizes."""
-    return max(1, min(4, n // 4))
+    """How many graphs a random batch of n nodes holds: 2 to 5, varying with n (so two
+    verification sizes give batches of different counts), at least 3 nodes each."""
+    return max(1, min(n // 3, 2 + n % 4))
 
 
 def random_graph(n: int, e: int, features: int, g: torch.Generator, *, dtype: torch.dtype = torch.float32,
