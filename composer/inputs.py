@@ -102,8 +102,12 @@ def _int_high(graph, name: str) -> int:
 
 def specs_from_pipeline(pipe) -> dict[str, InputSpec]:
     """Input specs from a `Pipeline` (its resolved, typed inputs)."""
+    return specs_from_graph(pipe.graph)
+
+
+def specs_from_graph(graph) -> dict[str, InputSpec]:
+    """Input specs of the tensor core of a typed graph (`composer.graph.Graph`)."""
     from .stages import core_inputs
-    graph = pipe.graph
     r = graph.resolved
     multiples = {n: d.multiple_of for n, d in r.dims.items()}
     out = {}
@@ -262,7 +266,7 @@ def random_inputs(specs: Mapping[str, InputSpec], env: Mapping[str, int], seed: 
     for name, spec in specs.items():
         if spec.group is not None:
             if name not in out:
-                out.update(_random_graph_input(specs, spec.group, env, g))
+                out.update(random_graph_input(specs, spec.group, env, g))
             continue
         shape = concrete_shape(spec, env)
         dtype = TORCH_DTYPES.get(spec.dtype)
@@ -286,7 +290,7 @@ def graph_group(specs: Mapping[str, InputSpec], group: str) -> dict[str, InputSp
     return {s.field: s for s in specs.values() if s.group == group and s.field}
 
 
-def _random_graph_input(specs: Mapping[str, InputSpec], group: str, env: Mapping[str, int],
+def random_graph_input(specs: Mapping[str, InputSpec], group: str, env: Mapping[str, int],
                         g: torch.Generator) -> dict[str, torch.Tensor]:
     """A seeded random graph for a graph input at the sizes in `env`: its node ids in range, an
     isolated node, and a batch of graphs of different sizes when it has a `batch` field."""

@@ -52,6 +52,11 @@ def example_env(graph: Graph) -> dict[str, int]:
                     else:
                         v = 1 if s == "B" else 64
                     env[s] = -(-v // m) * m
+    for t in types:     # a batch of graphs: how many graphs its random example holds
+        if t is not None and t.kind == "graph" and isinstance(t.get("graphs"), Dim):
+            from .graph_data import GRAPH_COUNT, graph_count
+            n = t.field("x").shape[0]
+            env.setdefault(GRAPH_COUNT, graph_count(evaluate(n, env) if isinstance(n, Dim) else n))
     return env
 
 
@@ -59,13 +64,17 @@ def example_inputs(graph: Graph, env: Optional[dict[str, int]] = None, device: s
                    generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
     """Seeded example tensors for every input of the tensor core at the sizes in `env` (ids
     below what their consumers take; masks with padding)."""
-    from .inputs import _int_high, padding_mask
+    from .inputs import _int_high, random_graph_input, padding_mask, specs_from_graph
     from .stages import core_inputs
     env = env or example_env(graph)
     generator = generator or torch.Generator().manual_seed(0)
     out = {}
     for name, ci in core_inputs(graph).items():
         t = ci.type
+        if ci.field is not None and device != "meta":     # a graph input: a valid random graph
+            if name not in out:
+                out.update(random_graph_input(specs_from_graph(graph), ci.node, env, generator))
+            continue
         shape = [evaluate(d, env) for d in (t.shape or ())]
         dtype = torch_dtype(t.dtype)
         if device == "meta":

@@ -45,7 +45,7 @@ def test_pipeline_exports_with_verified_parity(spec, tmp_path):
     assert [o.name for o in model.graph.output] == list(pipe.resolved.outputs)
     for inp in model.graph.input:
         ci = core[inp.name]
-        decl = pipe.resolved.inputs[inp.name].decl.shape if ci.port is None else [
+        decl = pipe.resolved.inputs[inp.name].decl.shape if ci.port is None and ci.field is None else [
             d if isinstance(d, int) else str(d) for d in ci.type.shape]
         for d, want in zip(inp.type.tensor_type.shape.dim, decl):
             if isinstance(want, str) and want.isidentifier():
