@@ -15,7 +15,7 @@ Pair = Annotated[list[PosInt], Field(min_length=2, max_length=2)]
 NonNegPair = Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]
 Size2 = Union[PosInt, Pair]            # 3 or [3, 5]
 Pad2 = Union[NonNegInt, NonNegPair]    # 1 or [1, 2]
-Activation = Literal["relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
+Activation = Literal["relu", "relu6", "elu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
                      "none"]
 
 

@@ -1,4 +1,4 @@
-"""Element-wise activations (relu, gelu, silu, sigmoid, tanh), softmax and dropout."""
+"""Element-wise activations (relu, elu, gelu, silu, sigmoid, tanh), softmax and dropout."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from composer.types import InferError, PortType, expect_float
 
 _MODULES = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "silu": nn.SiLU, "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU, "sigmoid": nn.Sigmoid, "elu": nn.ELU,
     "tanh": nn.Tanh, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "none": nn.Identity,
 }
 
@@ -45,6 +45,16 @@ class _Elementwise(Block):
 class ReLU(_Elementwise):
     """Rectified linear unit, max(x, 0)."""
     name: ClassVar[str] = "relu"
+
+
+@register
+class ELU(_Elementwise):
+    """Exponential linear unit: x for x > 0, alpha * (exp(x) - 1) otherwise."""
+    name: ClassVar[str] = "elu"
+    alpha: float = 1.0
+
+    def build(self, x: PortType) -> nn.Module:
+        return nn.ELU(alpha=self.alpha)
 
 
 @register
