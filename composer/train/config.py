@@ -32,7 +32,7 @@ from ..errors import found_text as _found
 from ..params import NonNegInt, PosFloat, PosInt
 
 
-FORMATS = ("image_folder", "table", "jsonl", "arrays", "coco", "series")
+FORMATS = ("image_folder", "table", "jsonl", "arrays", "coco", "series", "graph")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 
 
@@ -44,7 +44,8 @@ class DataDecl(_Model):
     """Where the examples are and how their fields meet the pipeline."""
 
     format: Literal[FORMATS] = Field(description="image_folder | table (.csv/.parquet) | jsonl | arrays "  # type: ignore[valid-type]
-                                                 "(.npz/.safetensors) | coco | series (.csv)")
+                                                 "(.npz/.safetensors) | coco | series (.csv) | graph "
+                                                 "(.json/.jsonl/.npz graphs)")
     train: str = Field(min_length=1, description="the training data, relative to the spec")
     val: Optional[str] = Field(default=None, min_length=1, description="the validation data, relative to the spec")
     val_fraction: Optional[float] = Field(default=None, gt=0.0, lt=1.0,

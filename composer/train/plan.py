@@ -11,22 +11,25 @@ the same plan, so a loss that does not fit its output's type is a located spec e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Mapping, Optional
 
 from .. import errors as E
 from ..dims import Dim, format_dim
 from ..errors import Diagnostics, SpecError
-from ..inputs import InputSpec, specs_from_pipeline
+from ..graph_data import GRAPH_COUNT
+from ..inputs import InputSpec, graph_group, specs_from_pipeline
 from ..stages import PreStage, pre_nodes
 from .config import BlockLosses, CrossEntropy, TrainSection
 
-CLASS_KINDS = ("logits", "vector", "sequence")    # float scores, classes last
+CLASS_KINDS = ("logits", "vector", "sequence", "nodes")    # float scores, classes last
 DETECTION_KINDS = ("boxes", "labels")
 
 
 @dataclass(frozen=True)
 class InputNeed:
-    """A spec input and the data field that fills it (`raw`: text for a pre-processing block)."""
+    """A spec input and the data field that fills it (`raw`: text for a pre-processing block;
+    a `graph` input: `graph` holds the InputSpec of each of its fields, the core inputs
+    `graph_x`, `graph_edge_index`, ... by field)."""
 
     name: str
     field: str
@@ -34,6 +37,7 @@ class InputNeed:
     kind: str
     raw: bool = False
     columns: Optional[tuple[str, ...]] = None   # table data: the columns that fill it, in order
+    graph: Optional[Mapping[str, InputSpec]] = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,12 @@ class TargetNeed:
     [1, num_classes)). `shape` is per example; None entries are symbolic (they follow the
     input, a sequence's T). `class_ids` (detection): `category`, labels are the data's category
     ids (R-CNN heads: `num_classes` counts the background 0); `index`, labels are 0..num_classes-1,
-    the data's categories in id order (a YOLO head)."""
+    the data's categories in id order (a YOLO head).
+
+    With a graph input, `level` says what one example of the target is: `node` (an output whose
+    first dim is the graph's node count N, e.g. `nodes [N, C]`: a target per node, `shape` per
+    node, concatenated over the graphs of a batch) or `graph` (first dim G after `graph_pool`, or
+    1: one target per graph); `graph` names the graph input."""
 
     output: str
     field: str
@@ -56,6 +65,8 @@ class TargetNeed:
     num_classes: Optional[int] = None
     ignore_index: Optional[int] = None
     class_ids: str = "category"
+    level: Optional[str] = None
+    graph: Optional[str] = None
 
 
 @dataclass
@@ -104,6 +115,8 @@ def plan(pipe) -> Plan:
         kind = inp.type.kind if inp.type is not None else "tensor"
         if name in raw:
             inputs[name] = InputNeed(name, renamed.get(name, name), None, kind, raw=True)
+        elif kind == "graph":
+            inputs[name] = InputNeed(name, renamed.get(name, name), None, kind, graph=graph_group(specs, name))
         elif name in specs:
             cols = spec.data.columns.get(name)
             inputs[name] = InputNeed(name, renamed.get(name, name), specs[name], kind,
@@ -135,10 +148,11 @@ def plan(pipe) -> Plan:
             loss = _default_loss(output, t, bool(block_nodes))
             losses[output] = loss
         where = ("loss", output) if output in spec.loss else ("data", "targets", output)
-        fld = spec.data.targets.get(output) or ("label" if isinstance(loss, CrossEntropy) else output)
+        default = "y" if spec.data.format == "graph" else "label" if isinstance(loss, CrossEntropy) else output
+        fld = spec.data.targets.get(output) or default
         need = _target(output, fld, t, loss, section, where, diags)
         if need is not None:
-            targets[output] = need
+            targets[output] = _graph_level(need, t, inputs)
     if any(isinstance(x, BlockLosses) for x in losses.values()) and not block_nodes:
         o = next(o for o, x in losses.items() if isinstance(x, BlockLosses))
         diags.add(E.INVALID_VALUE, "`type: blocks` sums the losses the pipeline's blocks define, and no block of "
@@ -149,6 +163,22 @@ def plan(pipe) -> Plan:
         check_metrics(output, names, out_types.get(output), targets.get(output), section, diags)
     diags.raise_if_errors()
     return Plan(section, inputs, targets, losses, dict(spec.metrics), stage, block_nodes)
+
+
+def _graph_level(need: TargetNeed, t, inputs: Mapping[str, InputNeed]) -> TargetNeed:
+    """With a graph input: a target per node when the output's first dim is the graph's node
+    count N, one per graph when it is G (graph_pool over a batch) or 1."""
+    import dataclasses
+    graphs = [n for n in inputs.values() if n.kind == "graph" and n.graph and "x" in n.graph]
+    if not graphs or t is None or not t.shape or need.role == "detection":
+        return need
+    first = t.shape[0]
+    for n in graphs:
+        if n.graph["x"].shape and first == n.graph["x"].shape[0]:
+            return dataclasses.replace(need, level="node", graph=n.name)
+    if first == 1 or describe_dim(first) == GRAPH_COUNT:
+        return dataclasses.replace(need, level="graph", graph=graphs[0].name)
+    return need
 
 
 def _detection_classes(section: TrainSection) -> tuple[Optional[int], str]:

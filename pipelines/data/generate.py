@@ -7,6 +7,10 @@
 - load/{train,val}.csv        hourly weather readings and the load they drive (daily and weekly cycles)
 - boxes/{train,val}/           COCO detection data: 64x64 PNGs of squares and circles, annotations.json
 - reviews/{train,val}.jsonl   short reviews, label 1 when a positive word is in them
+- graphs/communities.json     one graph of 4 communities (a stochastic block model), noisy node hints, masks
+- graphs/molecules.jsonl      300 small molecular-like graphs (4 atom types), class: tree (0) or ring (1)
+- graphs/molecules.npz        the same graphs as concatenated arrays with `batch` and a `y` per graph
+- graphs/karate.json          Zachary's karate club (networkx), one-hot node ids, the club as the class
 
 The test suite uses the same functions for the data it generates.
 """
@@ -137,6 +141,117 @@ def write_load(path: Path, steps: int, seed: int = 0) -> Path:
     return path
 
 
+def _graph_json(graph: dict) -> str:
+    """A graph as compact JSON: lists of numbers, 3 decimals for floats."""
+    def num(v):
+        return round(float(v), 3) if isinstance(v, (float, np.floating)) else int(v)
+
+    def lists(v):
+        return [lists(u) for u in v] if isinstance(v, (list, np.ndarray)) and np.ndim(v) else num(v)
+    return json.dumps({k: lists(v) if isinstance(v, np.ndarray) else v for k, v in graph.items()},
+                      separators=(",", ":"))
+
+
+def write_communities(path: Path, communities: int = 4, size: int = 60, features: int = 8, p_in: float = 0.1,
+                      p_out: float = 0.004, signal: float = 0.75, train_share: float = 0.2, seed: int = 0) -> Path:
+    """One graph for node classification: a stochastic block model of `communities` groups of
+    `size` nodes (an edge inside a group with probability p_in, between groups p_out) whose
+    node features are weak hints of the group (a mean of `signal` on the group's own feature,
+    unit Gaussian noise on every feature), so a node's neighbours say more than its features:
+    a 2-layer GCN beats an MLP on the features alone by far. `train_mask` marks `train_share`
+    of the nodes (the same share of each group), `val_mask` the rest. Undirected edges, stored once."""
+    g = np.random.default_rng(seed)
+    y = np.repeat(np.arange(communities), size)
+    g.shuffle(y)
+    n = len(y)
+    src, dst = np.triu_indices(n, 1)
+    p = np.where(y[src] == y[dst], p_in, p_out)
+    keep = g.random(len(p)) < p
+    means = np.zeros((communities, features))
+    means[np.arange(communities), np.arange(communities) % features] = signal
+    x = means[y] + g.normal(size=(n, features))
+    train = np.zeros(n, dtype=bool)
+    for c in range(communities):
+        members = np.flatnonzero(y == c)
+        train[g.choice(members, size=max(1, round(train_share * len(members))), replace=False)] = True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_graph_json({"x": x, "edges": np.stack([src[keep], dst[keep]], 1), "undirected": True,
+                                 "y": y, "train_mask": train.astype(int), "val_mask": (~train).astype(int)}) + "\n")
+    return path
+
+
+ATOM_TYPES = 4
+ATOM_FREQ = (0.6, 0.2, 0.15, 0.05)
+
+
+def molecule(g: np.random.Generator, ring: bool, low: int = 6, high: int = 20) -> dict:
+    """A molecular-like graph of low..high nodes, no node with more than 4 bonds: a random tree,
+    or (ring) a cycle of 3 to 8 atoms with trees grown on it. Atom types (one-hot) are drawn
+    independently of the class, so only the structure tells a ring from a tree."""
+    n = int(g.integers(low, high + 1))
+    edges: list[tuple[int, int]] = []
+    degree = np.zeros(n, dtype=int)
+    start = 1
+    if ring:
+        k = int(g.integers(3, min(8, n) + 1))
+        edges = [(i, (i + 1) % k) for i in range(k)]
+        degree[:k] = 2
+        start = k
+    for v in range(start, n):
+        free = np.flatnonzero(degree[:v] < 4)
+        u = int(g.choice(free))
+        edges.append((u, v))
+        degree[u] += 1
+        degree[v] += 1
+    perm = g.permutation(n)                                    # the ring is not always nodes 0..k-1
+    edges = [(int(perm[a]), int(perm[b])) for a, b in edges]
+    types = g.choice(ATOM_TYPES, size=n, p=ATOM_FREQ)
+    return {"x": np.eye(ATOM_TYPES, dtype=int)[types], "edges": np.asarray(edges), "undirected": True,
+            "y": int(ring)}
+
+
+def write_molecules(jsonl: Path, npz: Path, n: int = 300, seed: int = 0) -> tuple[Path, Path]:
+    """Graph classification: `n` molecules, half of them with a ring (class 1), half trees (0),
+    as JSON lines (edges once, `undirected`) and as one `.npz` of concatenated arrays (x,
+    edge_index in both directions, as the JSON reader expands them, `batch`, a `y` per graph)."""
+    g = np.random.default_rng(seed)
+    graphs = [molecule(g, ring=bool(i % 2)) for i in range(n)]
+    order = g.permutation(n)
+    graphs = [graphs[i] for i in order]
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    jsonl.write_text("".join(_graph_json(gr) + "\n" for gr in graphs))
+    xs, eis, batch, offset = [], [], [], 0
+    for i, gr in enumerate(graphs):
+        e = gr["edges"].T
+        eis.append(np.concatenate([e, e[::-1]], axis=1) + offset)
+        xs.append(gr["x"])
+        batch.append(np.full(len(gr["x"]), i))
+        offset += len(gr["x"])
+    np.savez_compressed(npz, x=np.concatenate(xs).astype(np.uint8), edge_index=np.concatenate(eis, 1).astype(np.int32),
+                        batch=np.concatenate(batch).astype(np.int32), y=np.asarray([gr["y"] for gr in graphs]))
+    return jsonl, npz
+
+
+def write_karate(path: Path, per_club: int = 4) -> Path:
+    """Zachary's karate club (networkx): 34 members, 78 friendships stored in both directions
+    (156 edges), x the identity (one-hot member ids), y the club each joined (0 Mr. Hi, 1 Officer);
+    `train_mask` marks the `per_club` best-connected members of each club, `val_mask` the rest."""
+    import networkx as nx
+    graph = nx.karate_club_graph()
+    n = graph.number_of_nodes()
+    y = np.asarray([0 if graph.nodes[v]["club"] == "Mr. Hi" else 1 for v in range(n)])
+    degree = dict(graph.degree())
+    train = np.zeros(n, dtype=bool)
+    for club in (0, 1):
+        members = sorted((v for v in range(n) if y[v] == club), key=lambda v: (-degree[v], v))
+        train[members[:per_club]] = True
+    edges = np.asarray(sorted(graph.edges()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_graph_json({"x": np.eye(n, dtype=int), "edges": np.concatenate([edges, edges[:, ::-1]]), "y": y,
+                                 "train_mask": train.astype(int), "val_mask": (~train).astype(int)}) + "\n")
+    return path
+
+
 def main() -> None:
     (HERE / "tabular").mkdir(exist_ok=True)
     write_table(HERE / "tabular" / "train.csv", 800, features=32, seed=0)
@@ -151,6 +266,9 @@ def main() -> None:
     (HERE / "reviews").mkdir(exist_ok=True)
     write_corpus(HERE / "reviews" / "train.jsonl", 800, seed=0)
     write_corpus(HERE / "reviews" / "val.jsonl", 200, seed=1)
+    write_communities(HERE / "graphs" / "communities.json", seed=0)
+    write_molecules(HERE / "graphs" / "molecules.jsonl", HERE / "graphs" / "molecules.npz", 300, seed=0)
+    write_karate(HERE / "graphs" / "karate.json")
 
 
 if __name__ == "__main__":

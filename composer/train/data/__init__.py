@@ -6,6 +6,8 @@
 `open_splits` opens `data.train` and `data.val` (paths relative to the spec's folder), or
 splits `data.val_fraction` of the training examples off, seeded (series: by time), and checks
 every split before anything trains: bad data is a `DataError` naming the file and the row.
+Graph data (`format: graph`) splits the graphs of a file, or the nodes of a file's one graph
+(its masks, else `val_fraction` of its labelled nodes): see `graphs`.
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ def _open(plan, path: Path, spec_dir: Path, *, labels: Optional[Sequence[str]], 
     if detection and fmt != "coco":
         raise DataError(f"{path}: output `{detection[0]}` learns detections, and `format: {fmt}` holds no boxes; "
                         "use `format: coco`")
+    graphs = [n.name for n in plan.inputs.values() if n.kind == "graph"]
+    if graphs and fmt != "graph":
+        raise DataError(f"{path}: input `{graphs[0]}` is a graph, and `format: {fmt}` holds no graphs; use "
+                        "`format: graph` (.json, .jsonl or .npz graph files)")
     if fmt == "image_folder":
         from ..augment import fixes_size
         from .image_folder import ImageFolder
@@ -97,6 +103,9 @@ def _open(plan, path: Path, spec_dir: Path, *, labels: Optional[Sequence[str]], 
     elif fmt == "series":
         from .series import SeriesExamples
         examples = SeriesExamples(plan, path, dims)
+    elif fmt == "graph":
+        from .graphs import GraphExamples
+        examples = GraphExamples(plan, path, train=train)
     elif fmt == "coco":
         from .coco import CocoExamples
         images = (spec_dir / data.images) if data.images else path.parent
@@ -123,9 +132,13 @@ def open_splits(plan, spec_dir: Path, seed: int, *, labels: Optional[Sequence[st
     train = _open(plan, spec_dir / data.train, spec_dir, train=True, **kw)
     if data.val is not None:
         return train, _open(plan, spec_dir / data.val, spec_dir, train=False, **kw)
-    if data.val_fraction is None:
-        return train, None
     frac = data.val_fraction
+    if hasattr(train, "node_split"):                 # one graph with node labels: its nodes are split
+        nodes = train.node_split(frac, seed)
+        if nodes is not None:
+            return nodes
+    if frac is None:
+        return train, None
     if hasattr(train, "check_sizes"):
         train.check_sizes()                          # validation examples are not augmented to one size
     if hasattr(train, "time_split"):

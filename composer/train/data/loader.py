@@ -7,6 +7,11 @@ A batch is
      "targets": {output: Tensor [B, ...]}   (detection: a list of {"boxes": [N, 4], "labels": [N]}),
      "index":   int64 Tensor [B]}           (the examples' indices in the split)
 
+A batch of B graphs (`format: graph`) is one graph of B disjoint parts (`graph_data.join`: node
+ids offset, `batch` made when the input has that field), given as one tensor per field
+(`graph_x` [N, F], `graph_edge_index` [2, E], ...); a node-level target is the graphs' per-node
+targets concatenated ([N, ...]), a graph-level one stacked ([B, ...]).
+
 Order: epoch e of a training split is the permutation drawn from (seed, e); a validation split
 is read in order. Batch k of the epoch is the same set of examples whatever the number of
 processes: with `world` processes, rank r takes its `batch_size // world` share of it, so
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ...graph_data import GraphError, join
 from ...inputs import TORCH_DTYPES
 from ..augment import build_augment, check_augment_targets, example_seed
 from .base import DataError, Examples
@@ -116,6 +122,9 @@ class Prepared(Dataset):
         out: dict[str, Any] = {}
         for n in self.inputs:
             v = item[n.field]
+            if n.kind == "graph":
+                out[n.field] = v                       # numpy fields, joined with the batch's other graphs
+                continue
             out[n.field] = v if n.raw else torch.as_tensor(np.asarray(v)).to(TORCH_DTYPES.get(n.spec.dtype,
                                                                                                torch.float32))
         for t in self.plan.targets.values():
@@ -175,7 +184,8 @@ class Collate:
         self.examples = examples
         fields = set(examples.fields)
         self.raw = [n for n in plan.inputs.values() if n.raw]
-        self.data = [n for n in plan.inputs.values() if not n.raw and n.field in fields]
+        self.graphs = [n for n in plan.inputs.values() if n.kind == "graph" and n.field in fields]
+        self.data = [n for n in plan.inputs.values() if not n.raw and n.field in fields and n.kind != "graph"]
         self.masks = [n for n in plan.inputs.values() if not n.raw and n.field not in fields]
         self.detection = any(t.role == "detection" for t in plan.targets.values())
         self.seq = sequence_input(plan, list(fields))
@@ -219,6 +229,17 @@ class Collate:
         if self.raw:
             produced = self.plan.stage({n.name: [e[n.field] for e in ex] for n in self.raw})
             inputs.update({k: torch.as_tensor(np.asarray(v)) for k, v in produced.items()})
+        for n in self.graphs:
+            parts = n.graph or {}
+            if len(ex) > 1 and "batch" not in parts:
+                raise DataError(f"{self.examples.source}: input `{n.name}` takes one graph (it has no `batch` "
+                                f"field), and a batch holds {len(ex)}; declare `batch: [N]` or set `batch_size: 1`")
+            try:
+                joined = join([e[n.field] for e in ex], list(parts))
+            except GraphError as exc:
+                raise DataError(f"{self.examples.where(int(index[0]))} and the others of its batch: {exc}") from None
+            for fld, spec in parts.items():
+                inputs[spec.name] = torch.as_tensor(joined[fld]).to(TORCH_DTYPES.get(spec.dtype, torch.float32))
         lengths: dict[str, list[int]] = {}
         for n in self.data:
             allowed, multiples = self._axes(n)
@@ -235,6 +256,9 @@ class Collate:
             values = [e[t.field] for e in ex]
             if t.role == "detection":
                 targets[t.output] = values
+                continue
+            if t.level == "node":                      # per node: the graphs' nodes, in the joined order
+                targets[t.output] = torch.cat(values, 0)
                 continue
             allowed = [a for a, d in enumerate(t.shape or ()) if d is None]
             pad = t.ignore_index if t.role == "class" and t.ignore_index is not None else 0
@@ -315,6 +339,11 @@ def make_loader(examples: Examples, plan, *, train: bool, batch_size: int, seed:
                         "`batch_size`")
     if not train and n < world:
         raise DataError(f"{examples.source}: {n} validation examples for {world} processes; each needs one")
+    for need in plan.inputs.values():
+        if need.kind == "graph" and "batch" not in (need.graph or {}) and batch_size // world > 1 and n > 1:
+            raise DataError(f"{examples.source}: input `{need.name}` takes one graph (it has no `batch` field), and "
+                            f"`batch_size: {batch_size}` joins several into each batch; declare `batch: [N]` among "
+                            "its fields (and pool each graph with graph_pool), or set `batch_size: 1`")
     if train:
         check_augment_targets(plan)
     augment = build_augment(list(plan.spec.augment)) if train else None
