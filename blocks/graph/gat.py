@@ -22,7 +22,7 @@ from composer.registry import register
 from composer.types import InferError, PortType
 
 from . import ports
-from .scatter import scatter_kept, scatter_sum, segment_softmax
+from .scatter import gather_mul, scatter_kept, scatter_sum, segment_softmax
 
 FillReduce = Literal["mean", "add", "max", "min", "mul"]
 
@@ -90,7 +90,7 @@ class GATConv(nn.Module):
             alpha = alpha.masked_fill(~keep.unsqueeze(-1), float("-inf"))
         alpha = segment_softmax(alpha, dst, n)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = scatter_sum(alpha.unsqueeze(-1) * h.index_select(0, src), dst, n)  # (N, H, C)
+        out = scatter_sum(gather_mul(h, src, alpha), dst, n)                     # (N, H, C)
         out = out.reshape(-1, heads * c) if self.concat else out.mean(dim=1)
         if self.res is not None:
             out = out + self.res(x)

@@ -2,9 +2,11 @@
 
 PyG's layer removes existing self-loops by boolean indexing (`edge_index[:, mask]`), so its
 edge count depends on the data and it does not trace with a symbolic E. This version keeps
-every edge, gives self-loop edges weight 0 and appends one self-loop per node that carries the
-existing loop's weight or the fill value, which is the same sum. tests/blocks/graph proves it
-equal to `torch_geometric.nn.GCNConv` and loads its state dict as it is.
+every edge, gives self-loop edges weight 0 and adds one self-loop term per node that carries the
+existing loop's weight or the fill value, which is the same sum. The loop term is added to the
+edges' sum as an [N] weight times the node's own row rather than as N appended edges: the
+gather and scatter stay E rows long. tests/blocks/graph proves it equal to
+`torch_geometric.nn.GCNConv` and loads its state dict as it is.
 """
 
 from __future__ import annotations
@@ -20,31 +22,43 @@ from composer.registry import register
 from composer.types import InferError, PortType
 
 from . import ports
-from .scatter import scatter_kept, scatter_sum
+from .scatter import gather_mul, scatter_kept, scatter_sum
 
 
-def gcn_norm(edge_index: Tensor, weight: Tensor, n, fill: float, add_self_loops: bool
-             ) -> tuple[Tensor, Tensor, Tensor]:
-    """(source, target, weight) of the normalised adjacency D^-1/2 (A + I) D^-1/2, with PyG's
-    `add_remaining_self_loops`: a node's existing self-loop keeps its weight, a node without one
-    gets `fill`. Degrees are summed at the target."""
+def gcn_norm(edge_index: Tensor, weight: Optional[Tensor], n, fill: float, add_self_loops: bool, dtype: torch.dtype
+             ) -> tuple[Tensor, Optional[Tensor]]:
+    """The normalised adjacency D^-1/2 (A + I) D^-1/2 as (the weight of each edge [E], the weight
+    of each node's self-loop [N], or None without loops); `weight` None means unit weights.
+
+    PyG's `add_remaining_self_loops`: a node's existing self-loop keeps its weight, a node without
+    one gets `fill`. The loops are not appended to the edge list: existing loop edges get weight
+    0 and every node's loop is a separate [N] weight, added after the sum over the edges (PyG
+    appends the loops after the edges, so it sums in that order too). Degrees are summed at the
+    target."""
     src, dst = edge_index[0], edge_index[1]
+    if weight is None:
+        weight = torch.ones(src.shape, dtype=dtype, device=src.device)
+    loop_w = None
     if add_self_loops:
         is_loop = src == dst
         own = scatter_kept(weight, src, is_loop, n, "max")                      # (N,) the loop's weight
         has = scatter_kept(torch.ones_like(weight), src, is_loop, n, "sum") > 0
         loop_w = torch.where(has, own, torch.full_like(own, fill))
-        nodes = torch.arange(n, dtype=src.dtype, device=src.device)
-        src, dst = torch.cat([src, nodes]), torch.cat([dst, nodes])
-        weight = torch.cat([torch.where(is_loop, torch.zeros_like(weight), weight), loop_w])
+        weight = torch.where(is_loop, torch.zeros_like(weight), weight)
     deg = scatter_sum(weight, dst, n)
+    if loop_w is not None:
+        deg = deg + loop_w
     inv = deg.pow(-0.5)
     inv = inv.masked_fill(inv == float("inf"), 0.0)
-    return src, dst, inv.index_select(0, src) * weight * inv.index_select(0, dst)
+    edge_w = inv.index_select(0, src) * weight * inv.index_select(0, dst)
+    return edge_w, None if loop_w is None else inv * loop_w * inv
 
 
 class GCNConv(nn.Module):
-    """out = D^-1/2 (A + I) D^-1/2 X W^T + b, with PyG's parameter names (`lin.weight`, `bias`)."""
+    """out = D^-1/2 (A + I) D^-1/2 X W^T + b, with PyG's parameter names (`lin.weight`, `bias`).
+
+    As PyG: the linear map first (the gathered rows are C_out wide), then the weighted sum over
+    in-edges, and the self-loop term added to it in place."""
 
     def __init__(self, in_channels: int, out_channels: int, *, improved: bool, add_self_loops: bool,
                  normalize: bool, edge_weight: bool, bias: bool):
@@ -60,17 +74,17 @@ class GCNConv(nn.Module):
         edge_index = graph["edge_index"]
         n = x.shape[0]
         h = self.lin(x)                                                          # (N, C_out)
-        if self.use_edge_weight:
-            weight = graph["edge_weight"].to(h.dtype)
-        else:
-            weight = torch.ones(edge_index.shape[1], dtype=h.dtype, device=h.device)
+        weight = graph["edge_weight"].to(h.dtype) if self.use_edge_weight else None
+        loop_w = None
         if self.normalize:
-            src, dst, weight = gcn_norm(edge_index, weight, n, 2.0 if self.improved else 1.0,
-                                        self.add_self_loops)
-        else:
-            src, dst = edge_index[0], edge_index[1]
-        out = scatter_sum(weight.unsqueeze(-1) * h.index_select(0, src), dst, n)
-        return out if self.bias is None else out + self.bias
+            weight, loop_w = gcn_norm(edge_index, weight, n, 2.0 if self.improved else 1.0,
+                                      self.add_self_loops, h.dtype)
+        src, dst = edge_index[0], edge_index[1]
+        msg = h.index_select(0, src) if weight is None else gather_mul(h, src, weight)   # (E, C_out)
+        out = scatter_sum(msg, dst, n)                                           # (N, C_out), fresh
+        if loop_w is not None:
+            out = out.addcmul_(loop_w.unsqueeze(-1), h)
+        return out if self.bias is None else out.add_(self.bias)
 
 
 @register

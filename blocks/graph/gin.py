@@ -38,8 +38,8 @@ class GINConv(nn.Module):
     def forward(self, graph: dict[str, Tensor], x: Optional[Tensor] = None) -> Tensor:
         x = graph["x"] if x is None else x
         src, dst = graph["edge_index"][0], graph["edge_index"][1]
-        out = scatter_sum(x.index_select(0, src), dst, x.shape[0]) + (1 + self.eps) * x     # (N, C_in)
-        return self.nn(out)
+        out = scatter_sum(x.index_select(0, src), dst, x.shape[0])              # (N, C_in), fresh
+        return self.nn(out.add_((1 + self.eps) * x))
 
 
 def gin_mlp(sizes: list[int], activation: Activation, batch_norm: bool) -> nn.Sequential:

@@ -42,7 +42,7 @@ class SAGEConv(nn.Module):
         agg = scatter(msg.index_select(0, src), dst, x.shape[0], self.aggr)      # (N, C_in); 0 without in-edges
         out = self.lin_l(agg)
         if self.lin_r is not None:
-            out = out + self.lin_r(x)
+            out = out.add_(self.lin_r(x))                                        # fresh: in place
         return F.normalize(out, p=2.0, dim=-1) if self.normalize else out
 
 

@@ -17,22 +17,29 @@ def _expand(index: Tensor, like: Tensor) -> Tensor:
 
 
 def scatter_sum(src: Tensor, index: Tensor, size) -> Tensor:
-    """out[i] = sum of src[e] over e with index[e] == i; out has `size` rows."""
+    """out[i] = sum of src[e] over e with index[e] == i; out has `size` rows.
+
+    `scatter_add_` in place on a fresh zeros tensor, as PyG (the out-of-place `scatter_add` would
+    copy the zeros first); over an expanded index torch's CPU kernel sorts the index once and sums
+    each row's run. It exports to ONNX ScatterElements (reduction add). Not `index_add_`: that
+    exports to ScatterND (reduction add), which onnxruntime 1.31 runs ~20× faster but wrongly with
+    more than one intra-op thread when indices repeat, as edge targets do (it races: max abs error
+    ~3 at 100,000 × 64; onnxruntime issues #18048, #23396)."""
     out = src.new_zeros((size,) + tuple(src.shape[1:]))
-    return out.scatter_add(0, _expand(index, src), src)
+    return out.scatter_add_(0, _expand(index, src), src)
 
 
 def scatter_count(index: Tensor, size, dtype: torch.dtype) -> Tensor:
     """How many entries of `index` name each of `size` rows."""
     ones = torch.ones(index.shape, dtype=dtype, device=index.device)
-    return torch.zeros((size,), dtype=dtype, device=index.device).scatter_add(0, index, ones)
+    return torch.zeros((size,), dtype=dtype, device=index.device).scatter_add_(0, index, ones)
 
 
 def scatter_mean(src: Tensor, index: Tensor, size) -> Tensor:
     """The mean over each row's entries (0 for a row with none)."""
-    total = scatter_sum(src, index, size)
-    count = scatter_count(index, size, src.dtype).clamp(min=1)
-    return total / count.view((-1,) + (1,) * (src.dim() - 1))
+    count = scatter_count(index, size, src.dtype).clamp_(min=1)
+    total = scatter_sum(src, index, size)                   # fresh: divided in place (autograd-safe)
+    return total.div_(count.view((-1,) + (1,) * (src.dim() - 1)))
 
 
 def scatter_max(src: Tensor, index: Tensor, size) -> Tensor:
@@ -46,9 +53,17 @@ def scatter_min(src: Tensor, index: Tensor, size) -> Tensor:
 
 
 def _scatter_extreme(src: Tensor, index: Tensor, size, reduce: str) -> Tensor:
-    fill = float("-inf") if reduce == "amax" else float("inf")
-    out = src.new_full((size,) + tuple(src.shape[1:]), fill)
-    out = out.scatter_reduce(0, _expand(index, src), src, reduce, include_self=True)
+    """In torch, PyG's CPU path: reduce into zeros without including them, so a row with no
+    entries keeps its 0 and no count pass is needed. Under export, an initial value of -inf /
+    +inf and the count (0 where a row has no entries) instead: the exporter would lower
+    `include_self=False` to two ONNX ScatterElements (the touched rows set to the lowest float,
+    then the max / min), and onnxruntime's ScatterElements is slow (~50 ms per million elements on
+    one core) where a 1-D count is nearly free. Same values either way."""
+    shape = (size,) + tuple(src.shape[1:])
+    if not torch.compiler.is_exporting():
+        return src.new_zeros(shape).scatter_reduce_(0, _expand(index, src), src, reduce, include_self=False)
+    out = src.new_full(shape, float("-inf") if reduce == "amax" else float("inf"))
+    out = out.scatter_reduce_(0, _expand(index, src), src, reduce, include_self=True)
     seen = scatter_count(index, size, src.dtype) > 0
     return torch.where(seen.view((-1,) + (1,) * (src.dim() - 1)), out, torch.zeros_like(out))
 
@@ -91,3 +106,16 @@ def segment_softmax(src: Tensor, index: Tensor, size) -> Tensor:
 def gather(src: Tensor, index: Tensor) -> Tensor:
     """src[index] along the first axis (node values onto edges)."""
     return src.index_select(0, index)
+
+
+def gather_mul(src: Tensor, index: Tensor, scale: Tensor) -> Tensor:
+    """src[index] * scale[..., None]: node rows onto edges [E, ...], each scaled by its edge's value.
+
+    The product is taken in place in the freshly gathered tensor (one E-sized tensor fewer to
+    allocate and fill) unless autograd records it with a `scale` that needs a gradient, which
+    would need the gathered rows as they were."""
+    rows = src.index_select(0, index)
+    factor = scale.unsqueeze(-1)
+    if torch.is_grad_enabled() and scale.requires_grad:
+        return rows * factor
+    return rows.mul_(factor)
