@@ -33,7 +33,7 @@ def _export(pipeline: str, ref, tmp_path, **over):
 
 # onnxruntime's float32 convolutions differ from torch's by ~1e-6 relative per layer; box decoding
 # (exp of the predicted log-size) turns that into up to 4e-3 px on boxes of 20-200 px (4e-5 relative).
-ORT_BOX = {"box_atol": 1e-3, "box_rtol": 1e-4, "mask_atol": None}
+ORT_BOX = {"box_atol": 2e-3, "box_rtol": 1e-4, "mask_atol": None}
 
 
 def _compare(sess, ref, shapes, seed: int = 1) -> int:
