@@ -125,17 +125,18 @@ def op_counts(call: Callable[[], object], context: Callable = None) -> dict[str,
     return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}
 
 
-def parse_options(argv, doc: str, parts: list[str], minutes: float, threads_for: str, quick: str):
+def parse_options(argv, doc: str, parts: list[str], minutes: float, threads_for: str, quick: str,
+                  threads: int = 1):
     """The options every timed benchmark takes: `--minutes` (default `minutes`, 1.5 with `--quick`),
-    `--threads` (for the `threads_for` part), `--only` (a comma list of `parts`), `--quick` (a short
+    `--threads` (default `threads`, for `threads_for`), `--only` (a comma list of `parts`), `--quick` (a short
     smoke run: `quick` says what it leaves out), `--write` / `--no-write`. Returns (args, minutes,
     the chosen parts in order, whether RESULTS.md is written)."""
     import argparse
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=None,
                     help=f"time for the whole run (default {minutes:g}; 1.5 with --quick)")
-    ap.add_argument("--threads", type=int, default=1, help=f"torch intra-op threads for the {threads_for} part "
-                                                            "(default 1)")
+    ap.add_argument("--threads", type=int, default=threads, help=f"torch intra-op threads for the {threads_for} "
+                                                                  f"part (default {threads})")
     ap.add_argument("--only", default=",".join(parts), help="comma list of: " + ", ".join(parts))
     ap.add_argument("--quick", action="store_true", help=f"smoke run: {quick}, 1.5 minutes, nothing written")
     ap.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md all the same")

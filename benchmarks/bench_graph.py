@@ -35,7 +35,6 @@ the median of the per-iteration ratios with a 95% CI, and the CPU-time ratio. Th
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import gc
 import os
@@ -56,7 +55,7 @@ import blocks.graph  # noqa: E402,F401  (registers the graph blocks)
 from blocks.graph.ports import graph_type  # noqa: E402
 from composer.dims import sym  # noqa: E402
 from composer.registry import REGISTRY  # noqa: E402
-from _results import (Section, fmt_spread, interleave, machine, publish, ratio_stats,  # noqa: E402
+from _results import (Section, fmt_spread, interleave, machine, parse_options, publish, ratio_stats,  # noqa: E402
                       sections)  # (benchmarks/ is on sys.path)
 
 SECTION = "## Graph neural networks"
@@ -439,31 +438,11 @@ def interpretation(results: dict) -> list[str]:
 # ---- main ---------------------------------------------------------------------------------------
 
 
-def parse(argv) -> argparse.Namespace:
-    parts = list(PART_WEIGHTS)
-    cores = len(os.sched_getaffinity(0))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=None, help="time for the whole run (default 6.5; 1.5 with --quick)")
-    ap.add_argument("--threads", type=int, default=cores, help=f"torch and onnxruntime intra-op threads "
-                                                                f"(default all cores: {cores})")
-    ap.add_argument("--only", default=",".join(parts), help="comma list of: " + ", ".join(parts))
-    ap.add_argument("--quick", action="store_true", help="smoke run: a few iterations per cell, 1.5 minutes, "
-                                                         "nothing written")
-    ap.add_argument("--write", action="store_true", help="with --quick: write RESULTS.md all the same")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
-    args = ap.parse_args(argv)
-    args.parts = [p for p in parts if p in {q.strip() for q in args.only.split(",")}]
-    if not args.parts:
-        ap.error("--only names none of: " + ", ".join(parts))
-    if args.threads < 1:
-        ap.error("--threads must be 1 or more")
-    args.total = args.minutes if args.minutes is not None else (1.5 if args.quick else 6.5)
-    args.write_results = not args.no_write and (args.write or not args.quick)
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    args, total_minutes, parts, write = parse_options(argv, __doc__, list(PART_WEIGHTS), 6.5,
+                                                      "convs, pools and onnx",
+                                                      "a few iterations per cell",
+                                                      threads=len(os.sched_getaffinity(0)))
     warnings.filterwarnings("ignore", message=".*is in beta.*")
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
@@ -484,8 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         c["weight"] = 2.0 if c["block"] in ("gat_conv", "gcn_conv") else 1.0
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench_graph.") as d:
-        total = args.total * 60 - (time.perf_counter() - start) - 5          # the report and a margin
-        for part, section in sections(args.parts, PART_WEIGHTS, total):
+        total = total_minutes * 60 - (time.perf_counter() - start) - 5          # the report and a margin
+        for part, section in sections(parts, PART_WEIGHTS, total):
             log(f"{part}: {section.left():.0f} s")
             if part == "convs":
                 results[part] = bench_against_pyg(convs, graph, section, min_iters, log, pooled=False)
@@ -495,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[part] = bench_onnx(convs, graph, Path(d), section, args.threads, min_iters, log)
             gc.collect()
     text = report(info, args.threads, load0, time.perf_counter() - start, args.quick, results)
-    publish(SECTION, text, write=args.write_results)
+    publish(SECTION, text, write=write)
     return 0
 
 
