@@ -27,7 +27,8 @@ def to_data(r: Resolved) -> dict[str, Any]:
         w = r.weights
         section = {"file": w.file, "rename": [[x.pattern, x.repl] for x in w.rename],
                    "ignore": [x.pattern for x in w.ignore], "strict": w.strict, "cast": w.cast}
-        plain = not w.rename and not w.ignore and w.strict and not w.cast
+        section["transpose"] = [x.pattern for x in w.transpose]
+        plain = not w.rename and not w.ignore and not w.transpose and w.strict and not w.cast
         out["weights"] = w.file if plain else {k: v for k, v in section.items() if v or k == "strict"}
     if r.dims:
         out["dims"] = {n: d.model_dump(exclude_defaults=True) for n, d in r.dims.items()}

@@ -570,8 +570,8 @@ def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optiona
     if not path.exists():
         diags.add(E.FILE_UNREADABLE, f"weights file `{file}` not found", loc=doc.loc(where), path=".".join(where),
                   found=str(path), hint="the path is relative to this spec")
-    rules: dict[str, list[Rule]] = {"rename": [], "ignore": []}
-    for what, items in (("rename", decl.rename), ("ignore", decl.ignore)):
+    rules: dict[str, list[Rule]] = {"rename": [], "ignore": [], "transpose": []}
+    for what, items in (("rename", decl.rename), ("ignore", decl.ignore), ("transpose", decl.transpose)):
         for i, item in enumerate(items):
             pattern, repl = (item if what == "rename" else (item, None))
             rule = Rule(pattern, repl, f"weights.{what}[{i}]")
@@ -580,4 +580,5 @@ def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optiona
                 diags.add(E.BAD_PATTERN, f"{what} rule {rule.describe()}: {problem}", loc=doc.loc(("weights", what, i)),
                           path=f"weights.{what}[{i}]", found=pattern)
             rules[what].append(rule)
-    return WeightsSource(str(path), tuple(rules["rename"]), tuple(rules["ignore"]), decl.strict, decl.cast)
+    return WeightsSource(str(path), tuple(rules["rename"]), tuple(rules["ignore"]), decl.strict, decl.cast,
+                         tuple(rules["transpose"]))

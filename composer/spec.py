@@ -111,6 +111,8 @@ class WeightsDecl(_Model):
     rename: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
         default=[], description="[regex, replacement] pairs applied in order to the file's keys before matching")
     ignore: list[str] = Field(default=[], description="regexes of file keys to leave out")
+    transpose: list[str] = Field(default=[], description="regexes of file keys of matrices stored [in, out] "
+                                                         "(GPT-2's Conv1D), transposed as read")
     strict: bool = Field(default=True, description="every pipeline tensor must be filled")
     cast: bool = Field(default=False, description="allow dtype casts that change values")
 

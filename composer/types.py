@@ -22,6 +22,7 @@ KINDS: dict[str, str | None] = {
     "series": "sequence",      # [B, T, F]: a time series, one row of F features per step
     "signal": "tensor",        # [B, C, T]: channels first, the layout of 1-D convolutions and pools
     "tokens": "tensor",        # [B, T] integer ids
+    "kv_cache": "tensor",      # [L, 2, B, H, P, hd]: a decoder's keys and values of P earlier steps, per layer
     "text": None,              # [B] strings: the input of a pre-processing stage (a tokenizer), never a tensor
     "vector": "tensor",        # [B, C]
     "logits": "tensor",        # unnormalised scores

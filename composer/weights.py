@@ -107,11 +107,13 @@ class WeightsSource:
     ignore: tuple[Rule, ...] = ()
     strict: bool = True
     cast: bool = False
+    transpose: tuple[Rule, ...] = ()     # file keys of matrices stored [in, out] (GPT-2's Conv1D), transposed as read
 
     def with_options(self, rename: Iterable[Rule] = (), ignore: Iterable[Rule] = (), strict: Optional[bool] = None,
-                     cast: Optional[bool] = None) -> "WeightsSource":
+                     cast: Optional[bool] = None, transpose: Iterable[Rule] = ()) -> "WeightsSource":
         return WeightsSource(self.file, (*self.rename, *rename), (*self.ignore, *ignore),
-                             self.strict if strict is None else strict, self.cast if cast is None else cast)
+                             self.strict if strict is None else strict, self.cast if cast is None else cast,
+                             (*self.transpose, *transpose))
 
 
 WeightsArg = Union[str, os.PathLike, WeightsSource]
@@ -119,9 +121,10 @@ WeightsArg = Union[str, os.PathLike, WeightsSource]
 
 def as_source(weights: WeightsArg, rename: Iterable[Union[Rule, str, Sequence[str]]] = (),
               ignore: Iterable[Union[Rule, str]] = (), strict: Optional[bool] = None,
-              cast: Optional[bool] = None) -> WeightsSource:
+              cast: Optional[bool] = None, transpose: Iterable[Union[Rule, str]] = ()) -> WeightsSource:
     """A `WeightsSource` from a path or a source, with more rules given as `Rule`s, `REGEX=REPL`
-    texts or (regex, replacement) pairs."""
+    texts or (regex, replacement) pairs; `transpose`: regexes of file keys whose matrices are
+    stored transposed."""
     src = weights if isinstance(weights, WeightsSource) else WeightsSource(str(weights))
     rules = []
     for i, r in enumerate(rename):
@@ -129,11 +132,13 @@ def as_source(weights: WeightsArg, rename: Iterable[Union[Rule, str, Sequence[st
             else Rule(r[0], r[1], f"rename[{i}]")
         rules.append(rule)
     ignores = [r if isinstance(r, Rule) else Rule(r, None, f"ignore[{i}]") for i, r in enumerate(ignore)]
-    for rule in [*rules, *ignores]:
-        problem = check_rule(rule.pattern, rule.repl)
-        if problem:
-            raise WeightsError(f"{'rename' if rule.repl is not None else 'ignore'} rule {rule.describe()}: {problem}")
-    return src.with_options(rules, ignores, strict, cast)
+    flips = [r if isinstance(r, Rule) else Rule(r, None, f"transpose[{i}]") for i, r in enumerate(transpose)]
+    for what, group in (("rename", rules), ("ignore", ignores), ("transpose", flips)):
+        for rule in group:
+            problem = check_rule(rule.pattern, rule.repl)
+            if problem:
+                raise WeightsError(f"{what} rule {rule.describe()}: {problem}")
+    return src.with_options(rules, ignores, strict, cast, flips)
 
 
 # ---- the plan ------------------------------------------------------------------------------
@@ -272,12 +277,26 @@ def _apply_rules(tensors: dict[str, torch.Tensor], src: WeightsSource, file: str
         else:
             kept[k] = v
     warnings += [f"ignore rule {r.describe()} matches no file key" for r, n in zip(src.ignore, hits) if not n]
+    flipped: dict[str, list[Rule]] = {}
+    hits = [0] * len(src.transpose)
+    for k, v in kept.items():
+        hit = [i for i, r in enumerate(src.transpose) if r.regex.search(k)]
+        if not hit:
+            continue
+        if v.dim() != 2:
+            raise WeightsError(f"weights file {file}: transpose rule {src.transpose[hit[0]].describe()} matches "
+                               f"`{k}`, which is {_shape(v)}, not a matrix")
+        for i in hit:
+            hits[i] += 1
+        kept[k] = v.t()
+        flipped[k] = [src.transpose[hit[0]]]
+    warnings += [f"transpose rule {r.describe()} matches no file key" for r, n in zip(src.transpose, hits) if not n]
     out: dict[str, torch.Tensor] = {}
     origin: dict[str, tuple[str, list[Rule]]] = {}
     hits = [0] * len(src.rename)
     compiled = [r.regex for r in src.rename]
     for k, v in kept.items():
-        new, used = k, []
+        new, used = k, list(flipped.get(k, ()))
         for i, (rule, rx) in enumerate(zip(src.rename, compiled)):
             try:
                 changed = rx.sub(rule.repl, new)

@@ -39,6 +39,40 @@ def key_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     return keep[:, None, None, :]                                # (B, 1, 1, S)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
+           causal: bool = False, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+           dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q·kᵀ·scale + bias + mask)·v through `F.scaled_dot_product_attention`, the catalog's one
+    attention computation (every block that attends calls this).
+
+    q (B, H, T, hd), k and v (B, H, S, hd). `mask`: which keys are real, (B, S) with 1/True = real
+    (bool or integer), or a prepared boolean broadcasting to (B, H, T, S). `causal`: query t sees the
+    keys up to S - T + t (aligned bottom-right, so T new queries after S - T cached keys see the
+    cache and the past of their own step). `bias` (broadcasting to (B, H, T, S)) is added to the
+    scaled scores (T5's relative positions, XLNet's position and segment terms). `scale` defaults
+    to 1/sqrt(hd) (T5: 1).
+
+    With a causal mask or a bias, masked keys get the dtype's lowest value added instead of being
+    cut out, as the Hugging Face decoders do: a query that sees no real key (a left pad) then
+    averages over what it sees instead of producing NaN, which its values would carry into every
+    later layer."""
+    t, s = q.shape[2], k.shape[2]
+    keep = None
+    if mask is not None:
+        keep = key_padding_mask(mask) if mask.dim() == 2 else mask.to(torch.bool)       # (B, 1, 1|T, S)
+    if not causal and bias is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, scale=scale)
+    if causal:
+        tri = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)    # (T, S)
+        keep = tri if keep is None else keep & tri
+    low = torch.finfo(q.dtype).min
+    if bias is None:
+        add = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, low)
+    else:
+        add = bias.to(q.dtype) if keep is None else bias.to(q.dtype).masked_fill(~keep, low)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=add, dropout_p=dropout, scale=scale)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head (self- or cross-) attention on [B, T, D] tokens through `F.scaled_dot_product_attention`.
 
@@ -48,12 +82,15 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, bias: bool = True, dropout: float = 0.0,
-                 layout: Layout = "fused"):
+                 layout: Layout = "fused", scale: Optional[float] = None, head_dim: Optional[int] = None):
         super().__init__()
-        if dim % num_heads:
+        if head_dim is None and dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
-        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.dropout, self.layout = dropout, layout
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim or dim // num_heads
+        self.inner = self.num_heads * self.head_dim                # T5 v1.1: heads x d_kv need not be dim
+        self.dropout, self.layout, self.scale = dropout, layout, scale
+        if layout == "fused" and self.inner != dim:
+            raise ValueError("the fused layout needs num_heads x head_dim = dim")
         if layout == "fused":
             # nn.MultiheadAttention's names, registration order and initialisation (the same seed gives
             # the same weights): out_proj's default init first, then xavier on the fused projection
@@ -66,10 +103,10 @@ class MultiHeadAttention(nn.Module):
             nn.init.xavier_uniform_(self.in_proj_weight)
             projections = []
         elif layout == "separate":
-            self.query = nn.Linear(dim, dim, bias=bias)
-            self.key = nn.Linear(dim, dim, bias=bias)
-            self.value = nn.Linear(dim, dim, bias=bias)
-            self.out_proj = nn.Linear(dim, dim, bias=bias)
+            self.query = nn.Linear(dim, self.inner, bias=bias)
+            self.key = nn.Linear(dim, self.inner, bias=bias)
+            self.value = nn.Linear(dim, self.inner, bias=bias)
+            self.out_proj = nn.Linear(self.inner, dim, bias=bias)
             bound = math.sqrt(6.0 / (4 * dim))       # the fused layout's xavier bound on [3D, D]
             projections = [self.query, self.key, self.value]
             for lin in projections:
@@ -89,29 +126,29 @@ class MultiHeadAttention(nn.Module):
             return self.query(x), self.key(src), self.value(src)
         if kv is None:
             return F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)   # (B, T, 3D) -> 3 x (B, T, D)
-        w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.dim])
+        w_q, w_kv = self.in_proj_weight.split([self.dim, 2 * self.dim])   # fused: inner = dim
         b_q, b_kv = (None, None) if self.in_proj_bias is None else self.in_proj_bias.split([self.dim, 2 * self.dim])
         return (F.linear(x, w_q, b_q), *F.linear(kv, w_kv, b_kv).chunk(2, dim=-1))
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False,
-                kv: Optional[torch.Tensor] = None) -> torch.Tensor:
+                kv: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+                past: Optional[tuple[torch.Tensor, torch.Tensor]] = None, cache: bool = False):
         """x (B, T, D) -> (B, T, D). `mask`: which keys are real tokens, (B, S) with 1/True = real and
         0/False = padding (bool or integer), or an already prepared boolean (B, 1, 1 or T, S); `causal`:
-        query t sees keys <= t only; `kv` (B, S, D): attend to these instead of x (cross-attention),
-        S = T without it."""
-        b, t, _ = x.shape
+        query t sees keys <= t only (after the cached ones); `kv` (B, S, D): attend to these instead of
+        x (cross-attention), S = T without it; `bias`: added to the scores (see `attend`).
+
+        `past` (keys, values), each (B, H, P, hd): keys and values of earlier steps, put before this
+        step's (S = P + T, and `mask` covers all S); with `cache`, the result is (out, (keys, values))
+        with the P + T keys and values, the next step's `past`."""
         q, k, v = (p.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)   # (B, L, D) -> (B, H, L, hd)
                    for p in self._project(x, kv))
-        attn_mask = None
-        if mask is not None:
-            attn_mask = key_padding_mask(mask) if mask.dim() == 2 else mask.to(torch.bool)   # (B, 1, 1|T, S)
-        if causal and attn_mask is not None:
-            # the lower triangle, aligned top-left as `is_causal` aligns it
-            attn_mask = attn_mask & torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril()   # (T, S)
-            causal = False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)   # (B, H, T, hd)
-        return self.out_proj(y.transpose(1, 2).flatten(2))                            # (B, T, D)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)     # (B, H, P + T, hd)
+        y = attend(q, k, v, mask, causal, bias, self.scale, self.dropout if self.training else 0.0)   # (B, H, T, hd)
+        out = self.out_proj(y.transpose(1, 2).flatten(2))                             # (B, T, D)
+        return (out, (k, v)) if cache else out
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_heads={self.num_heads}, layout={self.layout}, dropout={self.dropout}"
+        extra = "" if self.scale is None else f", scale={self.scale}"
+        return f"dim={self.dim}, num_heads={self.num_heads}, layout={self.layout}, dropout={self.dropout}{extra}"

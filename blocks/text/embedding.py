@@ -39,6 +39,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.word = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
         self.offset = position_ids == "padding_offset"
+        self.from_mask = position_ids == "from_mask"
         self.padding_idx = padding_idx if self.offset else None
         # RoBERTa takes the pad positions from the ids when no mask is given (its pad id is padding_idx)
         self.pad_id = pad_token_id if pad_token_id is not None else padding_idx
@@ -56,12 +57,21 @@ class Embeddings(nn.Module):
         return self.position.weight if self.positions == "learned" else self.sinusoid
 
     def forward(self, tokens: torch.Tensor, token_types: Optional[torch.Tensor] = None,
-                mask: Optional[torch.Tensor] = None):
+                mask: Optional[torch.Tensor] = None, past_mask: Optional[torch.Tensor] = None):
         x = self.word(tokens)                                                    # (B, T, E)
         if self.token_type is not None:
             x = x + (self.token_type(token_types) if token_types is not None else self.token_type.weight[0])
         if self.positions != "none":
-            if self.offset:
+            if self.from_mask:
+                # GPT-2's generate: a token's position counts the real tokens before it, cached ones
+                # included (left pads do not shift a prompt); pads themselves sit at 1
+                keep = (mask != 0).to(torch.int64) if mask is not None else torch.ones_like(tokens)   # (B, T)
+                ids = torch.cumsum(keep, dim=1) - 1
+                if past_mask is not None:
+                    ids = ids + (past_mask != 0).to(torch.int64).sum(dim=1, keepdim=True)
+                ids = torch.where(keep == 0, torch.ones_like(ids), ids)
+                x = x + nn.functional.embedding(ids, self._position_table())     # (B, T, E)
+            elif self.offset:
                 # RoBERTa: real tokens count from padding_idx + 1, pads sit at padding_idx
                 keep = (mask != 0) if mask is not None else tokens.ne(self.pad_id)
                 keep = keep.to(torch.int64)                                      # (B, T)
@@ -87,7 +97,10 @@ class Embedding(Block):
     inputs: ClassVar = {
         "tokens": In("tokens", doc="[B, T] int64 ids"),
         "token_types": In("tokens", doc="[B, T] segment ids (all 0 when unbound)", optional=True),
-        "mask": In("mask", doc="[B, T] 1 for real tokens: numbers padding_offset positions", optional=True),
+        "mask": In("mask", doc="[B, T] 1 for real tokens: numbers padding_offset and from_mask positions",
+                   optional=True),
+        "past_mask": In("mask", doc="[B, P] the real tokens of earlier steps (from_mask: positions count on after them)",
+                        optional=True),
     }
     outputs: ClassVar = ("sequence", "table")
     example: ClassVar = {
@@ -100,7 +113,7 @@ class Embedding(Block):
     dim: PosInt                                   # the embedding size (ALBERT/ELECTRA: embedding_size)
     max_positions: PosInt = 512                   # rows of the position table (RoBERTa: 514, offset included)
     positions: Literal["learned", "sinusoidal", "none"] = "learned"
-    position_ids: Literal["arange", "padding_offset"] = "arange"
+    position_ids: Literal["arange", "padding_offset", "from_mask"] = "arange"   # from_mask: GPT-2 decoding
     padding_idx: Optional[NonNegInt] = None       # padding_offset: pads get it, real tokens padding_idx + 1, ...
     pad_token_id: Optional[NonNegInt] = None      # the word table's padding row (zero, no gradient)
     type_vocab_size: NonNegInt = 0                # 0: no token-type table
@@ -109,7 +122,8 @@ class Embedding(Block):
     dropout: Prob = 0.0
     projection: Optional[PosInt] = None           # factorised embeddings: a Linear dim -> projection after the norm
 
-    def _check(self, tokens: PortType, token_types: Optional[PortType], mask: Optional[PortType]) -> None:
+    def _check(self, tokens: PortType, token_types: Optional[PortType], mask: Optional[PortType],
+               past_mask: Optional[PortType] = None) -> None:
         expect_ids(tokens, "tokens")
         for port, t, size, param in (("tokens", tokens, self.vocab_size, "vocab_size"),
                                      ("token_types", token_types, self.type_vocab_size, "type_vocab_size")):
@@ -132,6 +146,14 @@ class Embedding(Block):
         if mask is not None:
             expect_rank(mask, 2, "mask", " [B, T]")
             unify_shapes([("tokens", tokens), ("mask", mask)])
+        if past_mask is not None:
+            if self.position_ids != "from_mask":
+                raise InferError("`past_mask` numbers positions only with `position_ids: from_mask`",
+                                 port="past_mask", code="E302", expected="position_ids: from_mask",
+                                 found=f"position_ids: {self.position_ids}")
+            expect_rank(past_mask, 2, "past_mask", " [B, P]")
+            unify_shapes([("tokens", PortType("tokens", tokens.shape[:1])),
+                          ("past_mask", PortType("mask", past_mask.shape[:1]))])
         if self.positions == "none":
             return
         offset = 0
@@ -152,8 +174,8 @@ class Embedding(Block):
                              found=f"T = {t}", hint="raise `max_positions`, or truncate the input")
 
     def infer(self, tokens: PortType, token_types: Optional[PortType] = None,
-              mask: Optional[PortType] = None) -> dict[str, PortType]:
-        self._check(tokens, token_types, mask)
+              mask: Optional[PortType] = None, past_mask: Optional[PortType] = None) -> dict[str, PortType]:
+        self._check(tokens, token_types, mask, past_mask)
         b, t = tokens.shape
         return {"sequence": PortType("sequence", (b, t, self.projection or self.dim)),
                 "table": PortType("weight", (self.vocab_size, self.dim))}
@@ -163,7 +185,7 @@ class Embedding(Block):
         return {"tokens": self.vocab_size, "token_types": self.type_vocab_size or 1}.get(port)
 
     def param_count(self, tokens: PortType, token_types: Optional[PortType] = None,
-                    mask: Optional[PortType] = None) -> int:
+                    mask: Optional[PortType] = None, past_mask: Optional[PortType] = None) -> int:
         n = (self.vocab_size + self.type_vocab_size) * self.dim
         n += self.max_positions * self.dim if self.positions == "learned" else 0
         n += 2 * self.dim if self.norm else 0
@@ -171,8 +193,8 @@ class Embedding(Block):
         return n
 
     def build(self, tokens: PortType, token_types: Optional[PortType] = None,
-              mask: Optional[PortType] = None) -> nn.Module:
-        self._check(tokens, token_types, mask)
+              mask: Optional[PortType] = None, past_mask: Optional[PortType] = None) -> nn.Module:
+        self._check(tokens, token_types, mask, past_mask)
         return init_like_bert(Embeddings(
             self.vocab_size, self.dim, self.max_positions, self.positions, self.position_ids, self.padding_idx,
             self.pad_token_id, self.type_vocab_size, self.norm, self.eps, self.dropout, self.projection))

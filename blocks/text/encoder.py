@@ -69,13 +69,23 @@ class EncoderLayer(nn.Module):
         self.ln_2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = MLPBlock(dim, mlp_dim, dropout, activation, bias)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, D); mask (B, T), 1 = a real token (or a prepared (B, 1, 1, T) boolean)."""
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False,
+                past: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+        """x (B, T, D) -> (B, T, D); mask (B, T), 1 = a real token (or a prepared (B, 1, 1, T) boolean).
+
+        Decoders pass `causal` and `past` (keys, values of earlier steps, each (B, H, P, hd), or None;
+        the mask then covers P + T keys) and get (x, (keys, values)) back, the P + T steps' cache."""
+        decoding = causal or past is not None
+        h = self.ln_1(x) if self.pre_norm else x
+        a = self.self_attention(h, mask, causal=causal, past=past, cache=decoding)
+        a, kv = a if decoding else (a, None)
         if self.pre_norm:
-            x = x + self.dropout(self.self_attention(self.ln_1(x), mask))
-            return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.dropout(self.self_attention(x, mask)))
-        return self.ln_2(x + self.mlp(x))
+            x = x + self.dropout(a)
+            x = x + self.mlp(self.ln_2(x))
+        else:
+            x = self.ln_1(x + self.dropout(a))
+            x = self.ln_2(x + self.mlp(x))
+        return (x, kv) if decoding else x
 
 
 class TransformerEncoderModule(nn.Module):

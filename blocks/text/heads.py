@@ -1,9 +1,9 @@
-"""Text heads: sequence and token classifiers, BERT's MLM head (decoder tied to an embedding's
+"""Text heads: sequence and token classifiers, a language-model head, BERT's MLM head (decoder tied to an embedding's
 word table through a port) and ELECTRA's replaced-token discriminator.
 
 Parameter names: sequence_classifier `dense`, `out_proj` (or `out` without a hidden layer);
 token_classifier `out`; mlm_head `transform.dense`, `transform.norm`, `bias`;
-electra_discriminator_head `dense`, `dense_prediction`.
+electra_discriminator_head `dense`, `dense_prediction`; lm_head `weight` (untied only), `bias`.
 """
 
 from __future__ import annotations
@@ -146,11 +146,7 @@ class MLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        h = self.transform(x)                                               # (B, T, E)
-        # a 2-D linear exports as one Gemm(transB) that reads the shared table; a 3-D one makes the
-        # ONNX exporter fold a transposed second copy of the table into the file
-        scores = F.linear(h.reshape(-1, h.shape[-1]), table, self.bias)     # (B*T, V)
-        return scores.reshape(h.shape[0], h.shape[1], -1)                   # (B, T, V)
+        return tied_logits(self.transform(x), table, self.bias)            # (B, T, E) -> (B, T, V)
 
 
 @register
@@ -187,6 +183,86 @@ class MaskedLMHead(Block):
     def build(self, x: PortType, table: PortType) -> nn.Module:
         d, v, e = self._sizes(x, table)
         return init_like_bert(MLMHead(d, v, e, self.activation, self.eps))
+
+
+# ---- lm_head ------------------------------------------------------------------------------
+
+
+def tied_logits(h: torch.Tensor, table: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """(B, T, E) against a (V, E) table -> (B, T, V).
+
+    A 2-D linear exports as one Gemm(transB) that reads the shared table; a 3-D one makes the ONNX
+    exporter fold a transposed second copy of the table into the file."""
+    scores = F.linear(h.reshape(-1, h.shape[-1]), table, bias)          # (B*T, V)
+    return scores.reshape(h.shape[0], h.shape[1], -1)                   # (B, T, V)
+
+
+class LMHead(nn.Module):
+    """(x (B, T, D)[, table (V, D)]) -> (B, T, V): scores of the next token against the tied table or
+    the head's own `weight`, after an optional scale (T5 with tied embeddings: D^-0.5)."""
+
+    def __init__(self, dim: int, vocab_size: int, tied: bool, bias: bool, scale: Optional[float]):
+        super().__init__()
+        self.scale = scale
+        self.weight = None if tied else nn.Parameter(torch.empty(vocab_size, dim).normal_(0.0, 0.02))
+        self.bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
+
+    def forward(self, x: torch.Tensor, table: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.scale is not None:
+            x = x * self.scale
+        return tied_logits(x, self.weight if table is None else table, self.bias)
+
+    def extra_repr(self) -> str:
+        return "tied" if self.weight is None else ""
+
+
+@register
+class LanguageModelHead(Block):
+    """Next-token logits [B, T, V]: the hidden states against the embedding's word table (`table`
+    connected: GPT-2, T5 v1.0, tied) or a matrix of the head's own (`vocab_size`: T5 v1.1, untied)."""
+    name: ClassVar[str] = "lm_head"
+    family: ClassVar[str] = "text"
+    inputs: ClassVar = {"x": In("sequence", doc="[B, T, D]"),
+                        "table": In("weight", optional=True, doc="[V, D] the word table (embedding.table) to tie to")}
+    example: ClassVar = {"params": {}, "inputs": {"x": PortType("sequence", (2, 5, 8)),
+                                                  "table": PortType("weight", (11, 8))}}
+    vocab_size: Optional[PosInt] = None   # untied: the rows of the head's own matrix
+    bias: bool = False
+    scale: Optional[float] = None         # multiplies x first (T5 tied: d_model ** -0.5)
+
+    def _sizes(self, x: PortType, table: Optional[PortType]) -> tuple[int, int]:
+        d = _features(x, 3, " [B, T, D]")
+        if table is None:
+            if self.vocab_size is None:
+                raise InferError("an untied lm_head needs `vocab_size`", param="vocab_size", code="E302",
+                                 expected="vocab_size, or a `table` input (embedding.table) to tie to",
+                                 found="neither")
+            return d, self.vocab_size
+        if table.rank != 2:
+            raise InferError("port `table` needs a [V, D] matrix (an embedding's `table` output)", port="table",
+                             code="E302", expected="rank 2 [V, D]", found=str(table))
+        expect_float(table, "table")
+        v = expect_static(table.shape[0], "table", "the vocabulary size of a tied table")
+        if table.shape[1] != d:
+            raise InferError(f"the tied table is {table.shape[1]} wide, the hidden states {d}", port="table",
+                             code="E302", expected=f"[V, {d}]", found=str(table))
+        if self.vocab_size is not None and self.vocab_size != v:
+            raise InferError(f"vocab_size {self.vocab_size} differs from the tied table's {v} rows",
+                             param="vocab_size", code="E302", expected=str(v), found=str(self.vocab_size),
+                             hint="leave `vocab_size` out when the head is tied")
+        return d, v
+
+    def infer(self, x: PortType, table: Optional[PortType] = None) -> PortType:
+        _, v = self._sizes(x, table)
+        return PortType("logits", (x.shape[0], x.shape[1], v), x.dtype)
+
+    def param_count(self, x: PortType, table: Optional[PortType] = None) -> int:
+        d, v = self._sizes(x, table)
+        return (0 if table is not None else d * v) + (v if self.bias else 0)
+
+    def build(self, x: PortType, table: Optional[PortType] = None) -> nn.Module:
+        d, v = self._sizes(x, table)
+        return LMHead(d, v, table is not None, self.bias, self.scale)
 
 
 # ---- electra_discriminator_head -----------------------------------------------------------
