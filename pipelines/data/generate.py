@@ -252,6 +252,19 @@ def write_karate(path: Path, per_club: int = 4) -> Path:
     return path
 
 
+def write_bpe_vocab(folder: Path, corpus: Path, vocab_size: int = 600) -> Path:
+    """A byte-level BPE vocabulary (GPT-2's layout: vocab.json + merges.txt, with `<|endoftext|>`)
+    trained on the small text corpus; written once and kept, since the trainer's ids can vary
+    between processes."""
+    from tokenizers import ByteLevelBPETokenizer
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = ByteLevelBPETokenizer()
+    tok.train([str(corpus)], vocab_size=vocab_size, min_frequency=1, show_progress=False,
+              special_tokens=["<|endoftext|>"])
+    tok.save_model(str(folder))
+    return folder
+
+
 def main() -> None:
     (HERE / "tabular").mkdir(exist_ok=True)
     write_table(HERE / "tabular" / "train.csv", 800, features=32, seed=0)
@@ -269,6 +282,7 @@ def main() -> None:
     write_communities(HERE / "graphs" / "communities.json", seed=0)
     write_molecules(HERE / "graphs" / "molecules.jsonl", HERE / "graphs" / "molecules.npz", 300, seed=0)
     write_karate(HERE / "graphs" / "karate.json")
+    write_bpe_vocab(HERE / "gpt2", HERE / "corpus.txt")
 
 
 if __name__ == "__main__":
