@@ -88,6 +88,17 @@ class Input:
 
 
 @dataclass
+class Part:
+    """A part of the pipeline (the spec's `parts:`): the outputs it computes, and the values it is
+    given as inputs instead of computing them (another part's outputs)."""
+
+    name: str
+    outputs: list[str]
+    given: dict[str, Ref]
+    loc: Optional[Location] = None
+
+
+@dataclass
 class Resolved:
     """A flat pipeline: inputs, nodes in written order, outputs, and what was found wrong."""
 
@@ -107,6 +118,7 @@ class Resolved:
     spec: Optional[PipelineSpec] = None
     labels: Optional[Labels] = None                        # class names (the top-level spec's `labels:`)
     train: Optional[Any] = None                            # the checked `train:` section (a TrainSection)
+    parts: dict[str, "Part"] = field(default_factory=dict)  # the top-level spec's `parts:`
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -140,6 +152,7 @@ class _Resolver:
         self.too_big = False
         self.graph_inputs: set[str] = set()     # top-level graph inputs: `graph.x` is a field, not a port
         self.registry = load_blocks()
+        self.top_exports: dict = {}
         self.reported: dict[int, ParsedSpec] = {}
 
     # -- one spec (top level or included) ------------------------------------------------
@@ -201,7 +214,31 @@ class _Resolver:
             r = self._lookup(ref, exports, doc, output=True)
             if r is not None:
                 outputs[oname] = r
+        if not prefix:                                # the top level's names, for its `parts:`
+            self.top_exports = exports
         return outputs
+
+    def parts(self, parsed: ParsedSpec, spec: PipelineSpec, inputs: dict, outputs: dict[str, Ref]) -> dict[str, Part]:
+        """The top-level `parts:`, their outputs and `given` references checked."""
+        doc, found = parsed.doc, {}
+        for pname, decl in spec.parts.items():
+            for i, oname in enumerate(decl.outputs):
+                if oname not in outputs:
+                    self.diags.add(E.UNKNOWN_OUTPUT_REF, f"part `{pname}` names output `{oname}`, which the spec "
+                                   "does not have", loc=doc.loc(("parts", pname, "outputs", i)),
+                                   path=f"parts.{pname}.outputs[{i}]", expected="one of: " + ", ".join(outputs),
+                                   found=oname, hint=did_you_mean(oname, outputs) or None)
+            given = {}
+            for gname, ref in parsed.parts.get(pname, {}).items():
+                if gname in inputs:
+                    self.diags.add(E.NAME_CLASH, f"given input `{gname}` of part `{pname}` has the name of a spec "
+                                   "input", loc=ref.loc, path=ref.path, hint="give it another name")
+                    continue
+                r = self._lookup(ref, self.top_exports, doc, output=True)
+                if r is not None:
+                    given[gname] = r
+            found[pname] = Part(pname, list(decl.outputs), given, doc.key_loc(("parts", pname)))
+        return found
 
     def _paths(self, decl: BlockDecl, doc: Doc) -> Optional[Block]:
         """The block with its file params made absolute against the folder of the spec that
@@ -549,6 +586,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         from .train.config import check_section, check_names
         train = check_section(raw_train, doc, r.diags)
         check_names(raw_train, doc, inputs, outputs, r.diags)
+    parts = r.parts(parsed, spec, inputs, outputs) if spec and spec.parts else {}
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,
         description=spec.description if spec else "",
@@ -556,7 +594,7 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         weights=weights,
         file=doc.file, dims=dims, inputs=inputs, nodes=r.nodes, outputs=outputs, scopes=r.scopes,
         groups=r.groups, max_param_bytes=spec.limits.max_param_bytes if spec else 16 * 1024**3,
-        diagnostics=r.diags.items, spec=spec, labels=labels, train=train)
+        diagnostics=r.diags.items, spec=spec, labels=labels, train=train, parts=parts)
 
 
 def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optional[WeightsSource]:

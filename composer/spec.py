@@ -117,6 +117,15 @@ class WeightsDecl(_Model):
     cast: bool = Field(default=False, description="allow dtype casts that change values")
 
 
+class PartDecl(_Model):
+    """A part of the pipeline that exports and runs on its own: an encoder-decoder's encoder (run once
+    per prompt) and its decoder step (run once per token). See `composer.parts`."""
+
+    outputs: list[str] = Field(min_length=1, description="the spec outputs the part computes")
+    given: dict[str, str] = Field(default={}, description="extra inputs of the part: name -> the value it stands "
+                                                          "for (`block.port`), computed by another part")
+
+
 class Limits(_Model):
     max_param_bytes: PosInt = DEFAULT_MAX_PARAM_BYTES
 
@@ -135,6 +144,8 @@ class PipelineSpec(_Model):
     blocks: dict[str, dict[str, Any]] = Field(min_length=1)
     outputs: dict[str, str] = Field(min_length=1)
     limits: Limits = Limits()
+    parts: dict[str, PartDecl] = Field(default={}, description="parts exported and run on their own: "
+                                                               "{name: {outputs: [...], given: {input: block.port}}}")
     @field_validator("weights", mode="before")
     @classmethod
     def _weights_path(cls, value: Any) -> Any:
@@ -196,6 +207,7 @@ class ParsedSpec:
     doc: Doc
     diagnostics: list[Diagnostic]
     outputs: dict[str, Ref] = field(default_factory=dict)
+    parts: dict[str, dict[str, Ref]] = field(default_factory=dict)   # part -> its `given` references
 
     @property
     def file(self) -> str:
@@ -401,7 +413,20 @@ def parse(doc: Doc) -> ParsedSpec:
     for name, decl in (data.get("dims") or {}).items() if isinstance(data.get("dims"), dict) else []:
         _check_name(name, doc, ("dims", name), diags, "dim", ident=True)
 
-    return ParsedSpec(spec, blocks, doc, diags.items, outputs)
+    parts: dict[str, dict[str, Ref]] = {}
+    raw_parts = data.get("parts") if isinstance(data.get("parts"), dict) else {}
+    for pname, body in raw_parts.items():
+        if not _check_name(pname, doc, ("parts", pname), diags, "part", ident=True) or not isinstance(body, dict):
+            continue
+        given = body.get("given") if isinstance(body.get("given"), dict) else {}
+        parts[pname] = {}
+        for gname, ref in given.items():
+            if _check_name(gname, doc, ("parts", pname, "given", gname), diags, "input", ident=True):
+                r = parse_ref(ref, doc, ("parts", pname, "given", gname), diags)
+                if r is not None:
+                    parts[pname][gname] = r
+
+    return ParsedSpec(spec, blocks, doc, diags.items, outputs, parts)
 
 
 def _names(value: Any) -> list[str]:

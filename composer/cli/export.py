@@ -13,6 +13,8 @@ from rich.table import Table
 
 from .. import _io
 from ..export import export as export_lib
+from ..parts import part_model, part_pipeline
+from ..weights import load_weights
 from ..pipeline import load
 from ._common import (cast_option, err, handled, ignore_option, out, print_diagnostics, print_weights, rename_option,
                       set_option, strict_option, weights_option, weights_source)
@@ -32,17 +34,26 @@ def export(
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Weight init seed (default: the spec's `seed`)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the export report as JSON."),
+    part: Optional[str] = typer.Option(None, "--part", help="Export one of the spec's `parts:` (an encoder, a "
+                                                            "decoder step) instead of the whole pipeline."),
     overrides: list[str] = set_option(),
 ) -> None:
     """Export a pipeline to ONNX; the file is written only when it matches torch."""
     with handled():
         pipe = load(spec, overrides=overrides)
         print_diagnostics(pipe.warnings)
-        target = output or Path(f"{pipe.name}.onnx")
+        target = output or Path(f"{pipe.name}{'_' + part if part else ''}.onnx")
         source = weights_source(pipe, weights, rename, ignore, strict, allow_cast)
+        what = pipe
+        if part is not None:
+            what = part_pipeline(pipe, part)          # an unknown part fails before anything is built
+            model = pipe.build(seed=seed)
+            if source is not None:
+                load_weights(model, source)
+            what, source = part_model(model.eval(), part), None
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True) as bar:
             task = bar.add_task(f"exporting {pipe.name}")
-            rep = export_lib(pipe, target, weights=source, fp16=fp16, static=static, opset=opset, verify=verify,
+            rep = export_lib(what, target, weights=source, fp16=fp16, static=static, opset=opset, verify=verify,
                              seed=seed, progress=lambda msg: bar.update(task, description=f"{pipe.name}: {msg}"))
         print_weights(rep.get("weights"))
         print_report(rep)
