@@ -97,3 +97,35 @@ def test_cached_steps_equal_the_full_sequence(pair):
     real = mask.bool()
     torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
     assert past.shape == (L, 2, 2, H, 7, HD)
+
+
+@pytest.fixture(scope="module")
+def exported(pair, tmp_path_factory):
+    model, _ = pair
+    path = tmp_path_factory.mktemp("gpt2") / "tiny_gpt2.onnx"
+    report = composer.export(model, path)
+    assert report["verification"]["passed"]
+    assert [i["shape"] for i in report["inputs"]] == [["B", "T"], ["B", "T"], [L, 2, "B", H, "P", HD], ["B", "P"]]
+    return path
+
+
+@pytest.mark.parametrize("b,t", [(1, 4), (3, 7)])
+def test_onnxruntime_decodes_left_padded_prompts_as_torch(pair, exported, b, t):
+    """The prompt pass (an empty cache, P = 0) and two cached steps, at two batch sizes and lengths."""
+    from composer.runtime import Session
+    model, _ = pair
+    sess = Session(exported, device="cpu")
+    g = torch.Generator().manual_seed(b)
+    tokens = torch.randint(0, V, (b, t + 2), generator=g)
+    mask = torch.ones(b, t + 2, dtype=torch.int64)
+    mask[-1, : t // 2] = 0                                              # the last prompt is left-padded
+    past, past_mask = empty_past(b)
+    for start, stop in ((0, t), (t, t + 1), (t + 1, t + 2)):
+        feed = {"tokens": tokens[:, start:stop], "mask": mask[:, start:stop], "past": past, "past_mask": past_mask}
+        with torch.no_grad():
+            want = model(**feed)
+        got = sess.run({k: v.numpy() for k, v in feed.items()})
+        real = mask[:, start:stop].bool()
+        torch.testing.assert_close(torch.from_numpy(got["logits"])[real], want["logits"][real], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.from_numpy(got["present"]), want["present"], atol=1e-4, rtol=1e-4)
+        past, past_mask = want["present"], mask[:, :stop]
