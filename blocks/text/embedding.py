@@ -35,9 +35,10 @@ class Embeddings(nn.Module):
 
     def __init__(self, vocab_size: int, dim: int, max_positions: int, positions: str, position_ids: str,
                  padding_idx: Optional[int], pad_token_id: Optional[int], type_vocab_size: int, norm: bool,
-                 eps: float, dropout: float, projection: Optional[int]):
+                 eps: float, dropout: float, projection: Optional[int], tied: bool = False):
         super().__init__()
-        self.word = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
+        # tied: the word table comes in on the `table` port (a decoder sharing its encoder's, T5)
+        self.word = None if tied else nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
         self.offset = position_ids == "padding_offset"
         self.from_mask = position_ids == "from_mask"
         self.padding_idx = padding_idx if self.offset else None
@@ -57,8 +58,13 @@ class Embeddings(nn.Module):
         return self.position.weight if self.positions == "learned" else self.sinusoid
 
     def forward(self, tokens: torch.Tensor, token_types: Optional[torch.Tensor] = None,
-                mask: Optional[torch.Tensor] = None, past_mask: Optional[torch.Tensor] = None):
-        x = self.word(tokens)                                                    # (B, T, E)
+                mask: Optional[torch.Tensor] = None, past_mask: Optional[torch.Tensor] = None,
+                table: Optional[torch.Tensor] = None):
+        if table is None:
+            table = self.word.weight                                             # (V, E)
+            x = self.word(tokens)                                                # (B, T, E)
+        else:
+            x = nn.functional.embedding(tokens, table)                           # (B, T, E)
         if self.token_type is not None:
             x = x + (self.token_type(token_types) if token_types is not None else self.token_type.weight[0])
         if self.positions != "none":
@@ -86,7 +92,7 @@ class Embeddings(nn.Module):
         x = self.dropout(x)
         if self.projection is not None:
             x = self.projection(x)                                               # (B, T, projection)
-        return x, self.word.weight
+        return x, table
 
 
 @register
@@ -101,6 +107,8 @@ class Embedding(Block):
                    optional=True),
         "past_mask": In("mask", doc="[B, P] the real tokens of earlier steps (from_mask: positions count on after them)",
                         optional=True),
+        "table": In("weight", doc="[V, E] another embedding's word table to look the tokens up in (shared: T5's "
+                                  "encoder and decoder)", optional=True),
     }
     outputs: ClassVar = ("sequence", "table")
     example: ClassVar = {
@@ -123,8 +131,12 @@ class Embedding(Block):
     projection: Optional[PosInt] = None           # factorised embeddings: a Linear dim -> projection after the norm
 
     def _check(self, tokens: PortType, token_types: Optional[PortType], mask: Optional[PortType],
-               past_mask: Optional[PortType] = None) -> None:
+               past_mask: Optional[PortType] = None, table: Optional[PortType] = None) -> None:
         expect_ids(tokens, "tokens")
+        if table is not None and tuple(table.shape) != (self.vocab_size, self.dim):
+            raise InferError("the shared word table does not have this embedding's size", port="table",
+                             code="E302", expected=f"[{self.vocab_size}, {self.dim}] (vocab_size, dim)",
+                             found=str(table), hint="set `vocab_size` and `dim` to the table's")
         for port, t, size, param in (("tokens", tokens, self.vocab_size, "vocab_size"),
                                      ("token_types", token_types, self.type_vocab_size, "type_vocab_size")):
             made = t.get("vocab") if t is not None else None      # how many ids a tokenizer makes
@@ -173,9 +185,9 @@ class Embedding(Block):
                              param="max_positions", code="E302", expected=f"at most {limit} tokens",
                              found=f"T = {t}", hint="raise `max_positions`, or truncate the input")
 
-    def infer(self, tokens: PortType, token_types: Optional[PortType] = None,
-              mask: Optional[PortType] = None, past_mask: Optional[PortType] = None) -> dict[str, PortType]:
-        self._check(tokens, token_types, mask, past_mask)
+    def infer(self, tokens: PortType, token_types: Optional[PortType] = None, mask: Optional[PortType] = None,
+              past_mask: Optional[PortType] = None, table: Optional[PortType] = None) -> dict[str, PortType]:
+        self._check(tokens, token_types, mask, past_mask, table)
         b, t = tokens.shape
         return {"sequence": PortType("sequence", (b, t, self.projection or self.dim)),
                 "table": PortType("weight", (self.vocab_size, self.dim))}
@@ -184,18 +196,19 @@ class Embedding(Block):
         """How many ids each input port takes (random inputs stay below it)."""
         return {"tokens": self.vocab_size, "token_types": self.type_vocab_size or 1}.get(port)
 
-    def param_count(self, tokens: PortType, token_types: Optional[PortType] = None,
-                    mask: Optional[PortType] = None, past_mask: Optional[PortType] = None) -> int:
-        n = (self.vocab_size + self.type_vocab_size) * self.dim
+    def param_count(self, tokens: PortType, token_types: Optional[PortType] = None, mask: Optional[PortType] = None,
+                    past_mask: Optional[PortType] = None, table: Optional[PortType] = None) -> int:
+        n = ((0 if table is not None else self.vocab_size) + self.type_vocab_size) * self.dim
         n += self.max_positions * self.dim if self.positions == "learned" else 0
         n += 2 * self.dim if self.norm else 0
         n += (self.dim + 1) * self.projection if self.projection else 0
         return n
 
-    def build(self, tokens: PortType, token_types: Optional[PortType] = None,
-              mask: Optional[PortType] = None, past_mask: Optional[PortType] = None) -> nn.Module:
-        self._check(tokens, token_types, mask, past_mask)
+    def build(self, tokens: PortType, token_types: Optional[PortType] = None, mask: Optional[PortType] = None,
+              past_mask: Optional[PortType] = None, table: Optional[PortType] = None) -> nn.Module:
+        self._check(tokens, token_types, mask, past_mask, table)
         return init_like_bert(Embeddings(
             self.vocab_size, self.dim, self.max_positions, self.positions, self.position_ids, self.padding_idx,
-            self.pad_token_id, self.type_vocab_size, self.norm, self.eps, self.dropout, self.projection))
+            self.pad_token_id, self.type_vocab_size, self.norm, self.eps, self.dropout, self.projection,
+            tied=table is not None))
 

@@ -233,3 +233,27 @@ def test_spec_errors_name_the_port_and_the_place(extra, binding, code, line, col
     first = exc.value.diagnostics[0]
     assert (first.code, first.loc.line, first.loc.col) == (code, line, col), first.format()
     assert text in first.message and first.path.startswith("blocks.emb.in")
+
+
+def test_an_embedding_can_look_up_in_another_ones_table():
+    """T5's decoder embeds with its encoder's word table: one matrix in the state dict."""
+    spec = """
+pipeline: shared_table
+inputs:
+  a: {kind: tokens, shape: [2, 5], dtype: int64}
+  b: {kind: tokens, shape: [2, 3], dtype: int64}
+blocks:
+  enc: {block: embedding, in: a, vocab_size: 11, dim: 8, positions: none, norm: false}
+  dec: {block: embedding, in: {tokens: b, table: enc.table}, vocab_size: 11, dim: 8, positions: none, norm: false}
+outputs:
+  x: enc.sequence
+  y: dec.sequence
+"""
+    import composer
+    model = composer.loads(spec).build(seed=0)
+    assert [k for k in model.state_dict() if "word" in k] == ["enc.word.weight"]
+    b = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    out = model(a=torch.zeros(2, 5, dtype=torch.int64), b=b)
+    assert torch.equal(out["y"], model.enc.word.weight[b])
+    with pytest.raises(composer.SpecError, match="shared word table does not have this embedding's size"):
+        composer.loads(spec.replace("in: {tokens: b, table: enc.table}, vocab_size: 11", "in: {tokens: b, table: enc.table}, vocab_size: 12"))
