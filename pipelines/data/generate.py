@@ -265,6 +265,23 @@ def write_bpe_vocab(folder: Path, corpus: Path, vocab_size: int = 600) -> Path:
     return folder
 
 
+def write_unigram_tokenizer(path: Path, corpus: Path, vocab_size: int = 400) -> Path:
+    """A SentencePiece-style Unigram tokenizer.json in T5's layout (Metaspace pre-tokeniser, `<pad>` 0,
+    `</s>` 1, `<unk>` 2, `</s>` after each text) trained on the small text corpus; written once and kept."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
+                                      unk_token="<unk>", show_progress=False)
+    tok.train([str(corpus)], trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    tok.save(str(path))
+    return path
+
+
 def main() -> None:
     (HERE / "tabular").mkdir(exist_ok=True)
     write_table(HERE / "tabular" / "train.csv", 800, features=32, seed=0)
@@ -283,6 +300,7 @@ def main() -> None:
     write_molecules(HERE / "graphs" / "molecules.jsonl", HERE / "graphs" / "molecules.npz", 300, seed=0)
     write_karate(HERE / "graphs" / "karate.json")
     write_bpe_vocab(HERE / "gpt2", HERE / "corpus.txt")
+    write_unigram_tokenizer(HERE / "t5" / "tokenizer.json", HERE / "corpus.txt")
 
 
 if __name__ == "__main__":
