@@ -9,6 +9,7 @@ from . import export, run
 from . import render, weights
 from . import hf
 from . import eval as eval_cmd, train
+from . import generate
 
 app = typer.Typer(
     name="composer",
@@ -29,6 +30,7 @@ app.command("render")(render.render)
 app.command("weights")(weights.weights)
 app.command("train")(train.train)
 app.command("eval")(eval_cmd.eval_)
+app.command("generate")(generate.generate)
 app.add_typer(hf.app, name="import")
 
 
