@@ -188,10 +188,114 @@ def _context(graph, tokenizer: str) -> tuple[Optional[int], str]:
     return best
 
 
-def find_scheme(graph) -> tuple[type, DecoderRoles]:
-    """The generation scheme of a spec and its roles: decoder-only (GPT-2) today; an
-    encoder-decoder's recogniser (T5: an encoder output the decoder cross-attends to) goes here,
-    before the decoder-only one, returning its own scheme class with `start` and `step`."""
+@dataclass(frozen=True)
+class Seq2SeqRoles:
+    """An encoder-decoder spec's generation values (T5): the prompt's tokenizer and the encoder part
+    it feeds, the decoder part that runs once per token, and where each of its `given` inputs
+    comes from."""
+
+    pipeline: str
+    text: str
+    tokenizer: str
+    tokens: str                     # the encoder's core inputs: token ids [B, S] ...
+    mask: Optional[str]             # ... and their mask
+    token_types: Optional[str]
+    encoder: str                    # the part run once on the prompt
+    decoder: str                    # the part run once per token
+    encoder_inputs: tuple[str, ...]
+    encoder_outputs: tuple[str, ...]
+    given: tuple[tuple[str, str], ...]   # decoder input -> the encoder output or encoder input it is
+    decoder_tokens: str
+    decoder_mask: Optional[str]
+    past: str
+    past_mask: str
+    logits: str
+    present: str
+    cache_shape: tuple[int, int, int, int]
+    cache_dtype: str
+    past_mask_dtype: str
+    vocab: int
+    context: Optional[int] = None
+    context_from: str = ""
+
+
+def find_seq2seq(graph) -> Optional[Seq2SeqRoles]:
+    """The roles of an encoder-decoder spec: one with `parts:`, one part of which computes logits and
+    a kv_cache from the other parts' outputs (`given`); None for any other spec."""
+    from .parts import part_pipeline
+    from .pipeline import Pipeline
+    r = graph.resolved
+    step = None
+    for name, part in r.parts.items():
+        kinds = {(graph.output_type(r.outputs[o]).kind, graph.output_type(r.outputs[o]).rank) for o in part.outputs}
+        if ("logits", 3) in kinds and ("kv_cache", 6) in kinds and part.given:
+            step = part
+            break
+    if step is None:
+        return None
+    pipe = Pipeline(graph)
+    dec = part_pipeline(pipe, step.name)
+    given, encoder = [], None
+    for gname, ref in step.given.items():
+        source = None
+        for other in r.parts.values():
+            if other.name == step.name:
+                continue
+            for o in other.outputs:
+                out = r.outputs[o]
+                if out.node == ref.node and (out.port or "out") == (ref.port or "out") and out.field == ref.field:
+                    source, encoder = o, other
+        if source is None:                        # a pre-processing output (the prompt's mask)
+            for ci in core_inputs(graph).values():
+                if ci.node == ref.node and ci.port == graph.port_of(ref):
+                    source = ci.name
+        if source is None:
+            raise GenerateError(f"`{r.name}`: the given input `{gname}` of part `{step.name}` is neither another "
+                                "part's output nor a pre-processed input")
+        given.append((gname, source))
+    if encoder is None:
+        raise GenerateError(f"`{r.name}`: part `{step.name}` is given no other part's output")
+    enc = part_pipeline(pipe, encoder.name)
+    texts = [n for n, i in r.inputs.items() if i.type is not None and i.type.kind == "text"]
+    tok_ci = [ci for ci in core_inputs(enc.graph).values() if ci.port == "tokens"]
+    if not texts or not tok_ci:
+        raise GenerateError(f"`{r.name}`: the encoder part `{encoder.name}` reads no tokenized text input")
+    tokenizer = tok_ci[0].node
+    made = {ci.port: ci.name for ci in core_inputs(enc.graph).values() if ci.node == tokenizer}
+    dcores = core_inputs(dec.graph)
+    named = {g for g, _ in given}
+    tokens = [ci for ci in dcores.values() if ci.name not in named and ci.type is not None and ci.type.kind == "tokens"]
+    pasts = [ci for ci in dcores.values() if ci.type is not None and ci.type.kind == "kv_cache" and ci.type.rank == 6]
+    if len(tokens) != 1 or len(pasts) != 1:
+        raise GenerateError(f"`{r.name}`: part `{step.name}` needs one input of kind tokens (the target ids) and "
+                            "one kv_cache input")
+    past = pasts[0]
+    b, p = past.type.shape[2], past.type.shape[4]
+    masks = [ci for ci in dcores.values() if ci.name not in named and ci.type is not None and ci.type.kind == "mask"
+             and ci.type.rank == 2 and ci.type.shape[0] == b]
+    past_mask = next((ci for ci in masks if ci.type.shape[1] == p), None)
+    dmask = next((ci for ci in masks if ci.type.shape[1] == tokens[0].type.shape[1]), None)
+    if past_mask is None:
+        raise GenerateError(f"`{r.name}`: part `{step.name}` has no mask input [B, P] beside `{past.name}`")
+    logits = next(o for o in step.outputs if graph.output_type(r.outputs[o]).kind == "logits")
+    present = next(o for o in step.outputs if graph.output_type(r.outputs[o]).kind == "kv_cache")
+    l_, _, _, h, _, hd = past.type.shape
+    return Seq2SeqRoles(
+        pipeline=r.name, text=texts[0], tokenizer=tokenizer, tokens=made["tokens"], mask=made.get("mask"),
+        token_types=made.get("token_types"), encoder=encoder.name, decoder=step.name,
+        encoder_inputs=tuple(core_inputs(enc.graph)), encoder_outputs=tuple(encoder.outputs), given=tuple(given),
+        decoder_tokens=tokens[0].name, decoder_mask=dmask.name if dmask else None, past=past.name,
+        past_mask=past_mask.name, logits=logits, present=present, cache_shape=(l_, 2, h, hd),
+        cache_dtype=past.type.dtype, past_mask_dtype=past_mask.type.dtype,
+        vocab=graph.output_type(r.outputs[logits]).shape[2])
+
+
+def find_scheme(graph) -> tuple[type, Any]:
+    """The generation scheme of a spec and its roles: an encoder-decoder (`parts:` with a decoder
+    step given the encoder's output, T5), else decoder-only (GPT-2)."""
+    roles = find_seq2seq(graph)
+    if roles is not None:
+        return EncoderDecoder, roles
     return DecoderOnly, find_decoder(graph)
 
 
@@ -302,13 +406,16 @@ class TorchCore:
 class OnnxCore:
     """An exported core in onnxruntime (`composer.runtime.Session`); tensors cross as numpy arrays."""
 
-    def __init__(self, session, roles: DecoderRoles):
+    def __init__(self, session, roles: DecoderRoles, inputs: Optional[Sequence[str]] = None,
+                 outputs: Optional[Sequence[str]] = None):
         self.session = session
         self.device = torch.device("cpu")
         self.where = session.describe()
-        wanted = [n for n in (roles.tokens, roles.mask, roles.token_types, roles.past, roles.past_mask) if n]
+        wanted = inputs if inputs is not None else [
+            n for n in (roles.tokens, roles.mask, roles.token_types, roles.past, roles.past_mask) if n]
         lack = [n for n in wanted if n not in session.input_names]
-        lack += [n for n in (roles.logits, roles.present) if n not in session.output_names]
+        lack += [n for n in (outputs if outputs is not None else (roles.logits, roles.present))
+                 if n not in session.output_names]
         if lack:
             raise GenerateError(f"{session.path} is not an export of `{roles.pipeline}`: it has no "
                                 f"{', '.join(f'`{n}`' for n in lack)} (inputs {', '.join(session.input_names)}; "
@@ -361,6 +468,58 @@ class DecoderOnly:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """One step: each row's last token [B] -> the scores of its next one [B, V]."""
         return self._run(tokens[:, None], torch.ones(tokens.shape[0], 1, dtype=torch.int64))
+
+
+class PartCores:
+    """The cores of an encoder-decoder's parts, by part name."""
+
+    def __init__(self, cores: Mapping[str, Core]):
+        self.parts = dict(cores)
+        first = next(iter(self.parts.values()))
+        self.device, self.where = first.device, first.where
+
+
+class EncoderDecoder:
+    """T5's loop: the encoder part once on the prompt, then the decoder part on the start token (the
+    pad id, T5's decoder_start_token_id) with an empty past, and on each new token after it."""
+
+    def __init__(self, roles: Seq2SeqRoles, core: PartCores, start_id: int = 0):
+        self.roles, self.core, self.start_id = roles, core, start_id
+        self.given: dict[str, torch.Tensor] = {}
+        self.past: Optional[torch.Tensor] = None
+        self.past_mask: Optional[torch.Tensor] = None
+
+    def _run(self, tokens: torch.Tensor) -> torch.Tensor:
+        r = self.roles
+        ones = torch.ones(tokens.shape, dtype=torch.int64)
+        feeds = {r.decoder_tokens: tokens, r.past: self.past,
+                 r.past_mask: self.past_mask.to(TORCH_DTYPES[r.past_mask_dtype]), **self.given}
+        if r.decoder_mask:
+            feeds[r.decoder_mask] = ones
+        out = self.core.parts[r.decoder](feeds, (r.logits, r.present))
+        self.past = out[r.present]
+        self.past_mask = torch.cat([self.past_mask, ones.to(self.past_mask.device)], dim=1)   # (B, P + T)
+        return out[r.logits][:, -1].float().cpu()                                            # (B, V)
+
+    def start(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        r = self.roles
+        feeds = {r.tokens: tokens}
+        if r.mask:
+            feeds[r.mask] = mask
+        if r.token_types:
+            feeds[r.token_types] = torch.zeros_like(tokens)
+        feeds = {k: v for k, v in feeds.items() if k in r.encoder_inputs}
+        enc = self.core.parts[r.encoder](feeds, r.encoder_outputs)
+        self.given = {g: enc[src] if src in enc else feeds[src] for g, src in r.given}
+        b = tokens.shape[0]
+        layers, two, heads, hd = r.cache_shape
+        dev = self.core.device
+        self.past = torch.zeros(layers, two, b, heads, 0, hd, dtype=TORCH_DTYPES[r.cache_dtype], device=dev)
+        self.past_mask = torch.zeros(b, 0, dtype=torch.int64, device=dev)
+        return self._run(torch.full((b, 1), self.start_id, dtype=torch.int64))
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._run(tokens[:, None])
 
 
 # ---- text out -----------------------------------------------------------------------------------
@@ -540,6 +699,9 @@ class TextGenerator:
         """The backend, built (or exported and opened) on first use."""
         if self._core is not None:
             return self._core
+        if self.scheme is EncoderDecoder:
+            self._core = self._part_cores()
+            return self._core
         if self.backend == "torch":
             dev = self._torch_device()
             model = self.model
@@ -566,6 +728,45 @@ class TextGenerator:
                 self.on_weights(rep["weights"])
         self._core = OnnxCore(Session(path, device=self.device, threads=self.threads), self.roles)
         return self._core
+
+    def _built(self):
+        """The model with its weights (built and loaded on first use)."""
+        model = self.model
+        if model is None:
+            model = self.pipe.build(spec_weights=self.weights is None)
+            if self.weights is None and model.weights_report is not None and self.on_weights:
+                self.on_weights(model.weights_report.to_dict())
+        if self.weights is not None:
+            from .weights import load_weights
+            report = load_weights(model, self.weights)
+            if self.on_weights:
+                self.on_weights(report.to_dict())
+        return model.eval()
+
+    def _part_cores(self) -> PartCores:
+        """An encoder-decoder's parts on the backend: built from one model (torch), or each exported
+        and verified to a temporary file (onnx)."""
+        from .parts import part_model
+        r = self.roles
+        if self.onnx is not None:
+            raise GenerateError(f"`{self.pipe.name}` generates with two parts ({r.encoder}, {r.decoder}); give "
+                                "--backend onnx without --onnx and both are exported")
+        dev = self._torch_device() if self.backend == "torch" else torch.device("cpu")
+        model = self._built()
+        parts = {name: part_model(model, name) for name in (r.encoder, r.decoder)}
+        if self.backend == "torch":
+            return PartCores({name: TorchCore(m, dev) for name, m in parts.items()})
+        from .export import export
+        from .runtime import Session
+        self._tmp = tempfile.TemporaryDirectory(prefix="composer-generate-")
+        cores = {}
+        for name, m in parts.items():
+            path = Path(self._tmp.name) / f"{self.pipe.name}_{name}.onnx"
+            export(m, path)
+            session = Session(path, device=self.device, threads=self.threads)
+            outputs = r.encoder_outputs if name == r.encoder else (r.logits, r.present)
+            cores[name] = OnnxCore(session, r, inputs=list(session.input_names), outputs=outputs)
+        return PartCores(cores)
 
     def _torch_device(self) -> torch.device:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -618,7 +819,8 @@ class TextGenerator:
         max_new_tokens, sampling, stops = request.max_new_tokens, request.sampling, request.stops
         t0 = time.perf_counter()
         b = tokens.shape[0]
-        scheme = self.scheme(self.roles, core)
+        scheme = EncoderDecoder(self.roles, core, self.pad_id) if self.scheme is EncoderDecoder \
+            else self.scheme(self.roles, core)
         gen = torch.Generator().manual_seed(sampling.seed) if not sampling.greedy else None
         streams = [TextStream(self.tok, skip=stops) for _ in range(b)]
         stop_set = torch.tensor(stops, dtype=torch.int64)

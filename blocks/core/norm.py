@@ -1,9 +1,10 @@
-"""Normalisation: batchnorm (over channels, axis 1) and layernorm (over the last axis)."""
+"""Normalisation: batchnorm (over channels, axis 1), layernorm and rms_norm (over the last axis)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from composer.block import Block, In
@@ -62,3 +63,53 @@ class LayerNorm(Block):
 
     def build(self, x: PortType) -> nn.Module:
         return nn.LayerNorm(x.shape[-1], eps=self.eps, elementwise_affine=self.affine)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation over the last axis: x / sqrt(mean(x²) + eps) · weight.
+
+    T5LayerNorm's semantics (Hugging Face T5, also T5 v1.1, mT5, Flan-T5): no mean subtraction and
+    no bias; the mean square is computed in float32 whatever the input dtype, and the result is
+    cast to the weight's dtype when that is float16 or bfloat16, before the weight is applied.
+    Written here because `nn.RMSNorm`, equal to it in float32, rounds differently in float16 and
+    bfloat16 (by up to 3e-2 in bfloat16 on unit-scale inputs), so half-precision T5 would not match."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)           # (..., 1)
+        x = x * torch.rsqrt(variance + self.eps)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            x = x.to(self.weight.dtype)
+        return self.weight * x
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+@register
+class RMSNormBlock(Block):
+    """RMS normalisation over the last axis (T5LayerNorm: no mean subtraction, no bias, float32 statistics)."""
+    name: ClassVar[str] = "rms_norm"
+    family: ClassVar[str] = "core"
+    inputs: ClassVar = {"x": In("tensor", doc="[..., C]")}
+    example: ClassVar = {"params": {"eps": 1e-6}, "inputs": {"x": PortType("sequence", (2, 5, 8))}}
+    eps: Eps = 1e-6
+
+    def _features(self, x: PortType) -> int:
+        expect_rank(x, (2, 3, 4, 5), "x")
+        expect_float(x, "x")
+        return expect_static(x.shape[-1], "x", "the last dim of an rms_norm input")
+
+    def infer(self, x: PortType) -> PortType:
+        self._features(x)
+        return x
+
+    def param_count(self, x: PortType) -> int:
+        return self._features(x)
+
+    def build(self, x: PortType) -> nn.Module:
+        return RMSNorm(self._features(x), eps=self.eps)

@@ -212,3 +212,36 @@ class Embedding(Block):
             self.pad_token_id, self.type_vocab_size, self.norm, self.eps, self.dropout, self.projection,
             tied=table is not None))
 
+
+
+class WordTable(nn.Module):
+    """A [V, E] word table as a parameter of its own (`weight`), for embeddings and heads to share."""
+
+    def __init__(self, vocab_size: int, dim: int, std: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, dim).normal_(0.0, std))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight
+
+
+@register
+class WordTableBlock(Block):
+    """A word table [V, E] that several blocks share through their `table` input: T5's encoder and
+    decoder embeddings and its tied LM head read one matrix (`shared` in its checkpoints)."""
+    name: ClassVar[str] = "word_table"
+    family: ClassVar[str] = "text"
+    inputs: ClassVar = {}
+    example: ClassVar = {"params": {"vocab_size": 11, "dim": 8}, "inputs": {}}
+    vocab_size: PosInt
+    dim: PosInt
+    std: float = 1.0                  # T5 initialises its shared table N(0, 1)
+
+    def infer(self) -> PortType:
+        return PortType("weight", (self.vocab_size, self.dim))
+
+    def param_count(self) -> int:
+        return self.vocab_size * self.dim
+
+    def build(self) -> nn.Module:
+        return WordTable(self.vocab_size, self.dim, self.std)
