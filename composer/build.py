@@ -5,6 +5,12 @@ Artifacts go to `<out>/<pipeline>/`, each written atomically:
   <pipeline>.svg             the typed graph (`composer render`), embedded in summary.md
   <pipeline>.resolved.yaml   the flat spec (`composer resolve`)
   report.json                figures, machine-readable
+plus `<pipeline>.onnx` (verified) and, asked for, `<pipeline>.safetensors`.
+
+A real build needs the parameters to fit the memory limit (E304, `Pipeline.check_memory`).
+`no_weights=True` (`composer build --no-weights`) allocates no tensor at any size: MACs are
+counted on the meta device, nothing is compiled for real, loaded, saved or exported, and the
+artifacts above (summary.md, the diagram, the resolved spec, report.json) are written as usual.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Callable, Optional
 import torch
 
 from . import _io, emit, summary
+from .errors import ComposerError
 from .pipeline import Pipeline
 from .weights import WeightsArg
 
@@ -29,6 +36,7 @@ class BuildResult:
     artifacts: dict[str, Path] = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     rows: list = field(default_factory=list)
+    per_token: Optional[summary.PerToken] = None     # a decoder's MACs per token (`summary.macs_per_token`)
 
 
 Progress = Callable[[str], None]
@@ -36,20 +44,28 @@ Progress = Callable[[str], None]
 
 def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] = None,
           progress: Optional[Progress] = None, weights: Optional[WeightsArg] = None, save_weights: bool = False,
-          onnx: bool = True, verify: bool = True) -> BuildResult:
+          onnx: bool = True, verify: bool = True, no_weights: bool = False) -> BuildResult:
     """Compile `pipe` and write its artifacts; returns where they are and the report.
-    `weights` (a path or a `WeightsSource`) replaces the spec's own `weights:`."""
+    `weights` (a path or a `WeightsSource`) replaces the spec's own `weights:`. `no_weights=True`
+    writes the summary artifacts only, allocating nothing (see the module docstring)."""
+    if no_weights and (weights is not None or save_weights or onnx):
+        raise ComposerError("a build without weights cannot load, save or export weights: "
+                            "drop `--weights`, `--save-weights` and `--onnx`")
+    if not no_weights:
+        pipe.check_memory()     # before any folder or tensor exists
     step = progress or (lambda msg: None)
     folder = _io.ensure_dir(Path(out_dir) / pipe.name)
     result = BuildResult(folder)
     g = pipe.graph
     times: dict[str, float] = {}
 
-    step("compiling")
-    t0 = time.perf_counter()
-    model = pipe.build(seed=seed, spec_weights=weights is None)
-    times["compile_s"] = time.perf_counter() - t0
-    weights_step = _weights_step(pipe, model, folder, result, step, weights, save_weights)
+    model, weights_step = None, {}
+    if not no_weights:
+        step("compiling")
+        t0 = time.perf_counter()
+        model = pipe.build(seed=seed, spec_weights=weights is None)
+        times["compile_s"] = time.perf_counter() - t0
+        weights_step = _weights_step(pipe, model, folder, result, step, weights, save_weights)
 
     step("counting MACs")
     t0 = time.perf_counter()
@@ -57,6 +73,8 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
     result.rows = summary.rows(g)
     times["summary_s"] = time.perf_counter() - t0
 
+    params = g.total_params()
+    per_token = result.per_token = summary.macs_per_token(g, result.rows, env)
     report = result.report
     report.update({
         "pipeline": pipe.name,
@@ -65,11 +83,14 @@ def build(pipe: Pipeline, out_dir: str | Path = "build", *, seed: Optional[int] 
         "inputs": {n: i.type.to_dict() for n, i in g.resolved.inputs.items()},
         "outputs": {n: g.output_type(ref).to_dict() for n, ref in g.resolved.outputs.items()},
         "blocks": len(result.rows),
-        "params": g.total_params(),
+        "no_weights": no_weights,
+        "params": params,
+        "param_bytes": summary.param_memory(params),
         "frozen_params": sum(r.params for r in result.rows if r.frozen),
         "frozen_blocks": [r.block for r in result.rows if r.frozen],
         "macs": sum(r.macs or 0 for r in result.rows),
         "macs_at": env,
+        "macs_per_token": per_token.macs if per_token else None,
         "warnings": [d.to_dict() for d in pipe.warnings],
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "timings": times,

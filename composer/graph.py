@@ -21,7 +21,7 @@ from .errors import Diagnostic, Diagnostics, did_you_mean
 from .labels import class_count_diagnostics
 from .registry import load_blocks
 from .resolve import Node, Resolved
-from .spec import Ref
+from .spec import DEFAULT_MAX_PARAM_BYTES, Ref
 from .types import InferError, PortType, is_a
 
 DTYPE_BYTES = 4
@@ -39,6 +39,7 @@ class Graph:
     params: dict[str, int]
     diagnostics: list[Diagnostic] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)     # nodes with an error, or unchecked after one
+    max_param_bytes: int = DEFAULT_MAX_PARAM_BYTES     # the limit a real build checks (`param_memory_error`)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -202,18 +203,29 @@ def analyze(resolved: Resolved, *, max_param_bytes: Optional[int] = None) -> Gra
             output_types[oname] = _lookup_type(ref, types, nodes, diags)
     diags.extend(class_count_diagnostics(resolved.labels, output_types))
 
-    limit = max_param_bytes or resolved.max_param_bytes
+    return Graph(resolved, dag, order, types, in_types, params, diags.items, failed,
+                 max_param_bytes=max_param_bytes or resolved.max_param_bytes)
+
+
+def param_memory_error(graph: Graph) -> Optional[Diagnostic]:
+    """The E304 error when the float32 parameters would not fit `graph.max_param_bytes`, else None.
+
+    Analysis works at any size (nothing is allocated there); this check is made where weights
+    would be: `Pipeline.build` on a real device, and so `composer build`, `export`, `run`, `train`.
+    It is located at the largest block."""
+    limit, params = graph.max_param_bytes, graph.params
     total = sum(params.values())
-    if total * DTYPE_BYTES > limit:
-        biggest = sorted(params.items(), key=lambda kv: -kv[1])[:3]
-        top = nodes[biggest[0][0]]
-        diags.add(E.PARAM_MEMORY, "the parameters of this pipeline would not fit the memory limit",
-                  loc=top.loc, path=top.path,
-                  expected=f"at most {_gib(limit)} of float32 parameters",
-                  found=f"{total:,} parameters = {_gib(total * DTYPE_BYTES)} (largest: "
-                        + ", ".join(f"{n} {c:,}" for n, c in biggest) + ")",
-                  hint="shrink the largest blocks, or raise `limits.max_param_bytes`")
-    return Graph(resolved, dag, order, types, in_types, params, diags.items, failed)
+    if total * DTYPE_BYTES <= limit:
+        return None
+    biggest = sorted(params.items(), key=lambda kv: -kv[1])[:3]
+    top = graph.nodes[biggest[0][0]]
+    return Diagnostic(E.PARAM_MEMORY, "the parameters of this pipeline would not fit the memory limit",
+                      loc=top.loc, path=top.path,
+                      expected=f"at most {_gib(limit)} of float32 parameters",
+                      found=f"{total:,} parameters = {_gib(total * DTYPE_BYTES)} (largest: "
+                            + ", ".join(f"{n} {c:,}" for n, c in biggest) + ")",
+                      hint="shrink the largest blocks, or raise `limits.max_param_bytes` (`--max-param-memory`); "
+                           "`composer build --no-weights` summarises it without allocating")
 
 
 def _gib(n: int) -> str:

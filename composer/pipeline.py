@@ -13,7 +13,7 @@ import torch
 from ._yaml import Doc, load_file, load_text
 from .compile import CompiledPipeline, compile_graph
 from .errors import Diagnostic, SpecError
-from .graph import Graph, analyze
+from .graph import Graph, analyze, param_memory_error
 from .overrides import Override, Overrides, apply_overrides, parse_overrides
 from .resolve import Resolved, resolve
 from .spec import ParsedSpec, parse
@@ -54,13 +54,25 @@ class Pipeline:
               spec_weights: bool = True) -> CompiledPipeline:
         """A fresh `nn.Module`; the same spec and seed always give the same weights, and the
         spec's `weights:` file, if it names one, is loaded into it (unless `spec_weights=False`).
-        `model.pipeline` refers back to this pipeline (its input types, for export)."""
+        `model.pipeline` refers back to this pipeline (its input types, for export).
+
+        On a real device the parameters must fit the memory limit first (`check_memory`, E304);
+        `device="meta"` builds the module at any size without allocating."""
+        if device is None or torch.device(device).type != "meta":
+            self.check_memory()
         model = compile_graph(self.graph, seed=seed, device=device)
         model.pipeline = self
         if spec_weights and self.resolved.weights and str(device) != "meta":
             from .weights import load_weights
             model.weights_report = load_weights(model, self.resolved.weights)
         return model
+
+    def check_memory(self) -> None:
+        """Raise SpecError (E304, at the largest block) when the float32 parameters would exceed
+        the memory limit (`limits.max_param_bytes`, or `max_param_bytes=` of `load`)."""
+        diag = param_memory_error(self.graph)
+        if diag is not None:
+            raise SpecError([diag])
 
 
 def analyze_doc(doc: Doc, *, max_param_bytes: Optional[int] = None, overrides: Overrides = None) -> Graph:

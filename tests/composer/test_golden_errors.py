@@ -1,6 +1,7 @@
 """Golden tests: every bad spec in tests/golden/errors gives exactly the pinned diagnostics
-(code, file:line:col, spec path, expected/found, hint). Regenerate deliberately with
-COMPOSER_UPDATE_GOLDEN=1 and review the diff."""
+(code, file:line:col, spec path, expected/found, hint); every spec in tests/golden/build_errors validates
+and gives its pinned diagnostics when built for real (before anything is allocated). Regenerate
+deliberately with COMPOSER_UPDATE_GOLDEN=1 and review the diff."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ FIRST = {
     "duplicate_key": ("E004", 6, 3), "empty_file": ("E002", 1, 1), "kind_mismatch_tokens_into_conv": ("E301", 5, 30),
     "kind_mismatch_vector_into_conv": ("E301", 6, 30), "many_errors_one_pass": ("E105", 5, 51),
     "missing_param": ("E104", 5, 10), "not_a_mapping": ("E003", 1, 1), "output_missing_block": ("E204", 7, 6),
-    "param_bool_for_int": ("E105", 5, 62), "param_memory": ("E304", 6, 9), "param_negative": ("E105", 5, 51),
+    "param_bool_for_int": ("E105", 5, 62), "param_negative": ("E105", 5, 51),
     "param_string_for_int": ("E105", 5, 62), "param_zero": ("E105", 5, 62), "python_tag": ("E005", 5, 10),
     "self_alias": ("E006", 3, 9), "self_include": ("E401", 5, 17), "spatial_mismatch_add": ("E302", 7, 25),
     "too_deep": ("E007", 2, 70), "unknown_block_type": ("E102", 5, 18), "unknown_input_port": ("E202", 5, 38),
@@ -35,6 +36,11 @@ FIRST = {
     "labels_count_mismatch": ("E302", 2, 9), "labels_unknown_builtin": ("E105", 2, 9),
     "train_section": ("E103", 10, 39), "graph_input": ("E303", 7, 42),
 }
+
+# Specs that validate (and summarise, and build on the meta device) but are refused by a real build.
+BUILD_GOLDEN = ROOT / "tests" / "golden" / "build_errors"
+BUILD_CASES = sorted(BUILD_GOLDEN.glob("*.yaml"))
+BUILD_FIRST = {"param_memory": ("E304", 6, 9)}
 
 
 def diagnostics_of(rel):
@@ -64,6 +70,49 @@ def test_golden(spec, monkeypatch):
 
 def test_every_golden_case_is_pinned():
     assert {p.stem for p in CASES} == set(FIRST)
+    assert {p.stem for p in BUILD_CASES} == set(BUILD_FIRST)
+
+
+def _no_compile(*args, **kwargs):
+    raise AssertionError("a refused build must not compile (nor allocate) anything")
+
+
+@pytest.mark.parametrize("spec", BUILD_CASES, ids=lambda p: p.stem)
+def test_golden_build(spec, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    rel = spec.relative_to(ROOT)
+    pipe = composer.load(rel)      # validates: the refusal belongs to the build
+    assert not pipe.warnings
+    pipe.build(device="meta")      # and a meta build allocates nothing, at any size
+    monkeypatch.setattr(composer.pipeline, "compile_graph", _no_compile)
+    with pytest.raises(SpecError) as info:
+        pipe.build()
+    diags = info.value.diagnostics
+    text = "\n".join(d.format() for d in diags) + "\n"
+    expected_file = spec.with_suffix(".txt")
+    if os.environ.get("COMPOSER_UPDATE_GOLDEN"):
+        expected_file.write_text(text)
+    assert text == expected_file.read_text()
+    code, line, col = BUILD_FIRST[spec.stem]
+    first = diags[0]
+    assert (first.code, first.loc.line, first.loc.col, first.loc.file) == (code, line, col, str(rel))
+
+
+def test_build_cli_refuses_with_exit_code_2_and_no_traceback(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+    from composer.cli import app
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(composer.pipeline, "compile_graph", _no_compile)
+    for spec in BUILD_CASES:
+        rel = str(spec.relative_to(ROOT))
+        ok = CliRunner().invoke(app, ["validate", rel])
+        assert ok.exit_code == 0, ok.output
+        r = CliRunner().invoke(app, ["build", rel, "-o", str(tmp_path)])
+        assert r.exit_code == 2, r.output
+        assert "Traceback" not in r.output and not isinstance(r.exception, AssertionError)
+        code, line, col = BUILD_FIRST[spec.stem]
+        assert f"{rel}:{line}:{col}: error[{code}]" in r.output
+        assert not (tmp_path / "golden").exists()    # refused before any artifact folder
 
 
 def test_cli_exit_code_2_and_no_traceback(monkeypatch):
