@@ -1,3 +1,3 @@
 """Text blocks: tokenizer, embeddings, the transformer encoder (shared with vision), pooling and heads."""
 
-from . import decoder, embedding, encoder, heads, pooling, tokenizer  # noqa: F401
+from . import decoder, embedding, encoder, heads, pooling, t5, tokenizer, xlnet  # noqa: F401
