@@ -83,9 +83,10 @@ def weights_source(pipe, weights, rename: list[str], ignore: list[str], strict: 
     rules = [parse_rename(r) for r in rename]
     ignores = [Rule(p, None, f"--ignore '{p}'") for p in ignore]
     if weights is not None:
+        flips = []
         if not rules and not ignores:
-            rules, ignores = _hf_rules(pipe, weights)
-        return as_source(weights, rules, ignores, strict, cast or None)
+            rules, ignores, flips = _hf_rules(pipe, weights)
+        return as_source(weights, rules, ignores, strict, cast or None, flips)
     if not (rules or ignores or strict is not None or cast):
         return None
     spec_source = pipe.resolved.weights
@@ -95,20 +96,22 @@ def weights_source(pipe, weights, rename: list[str], ignore: list[str], strict: 
     return as_source(spec_source, rules, ignores, strict, cast or None)
 
 
-def _hf_rules(pipe, weights) -> tuple[list, list]:
+def _hf_rules(pipe, weights) -> tuple[list, list, list]:
     """`--weights DIR` of a Hugging Face folder of a family `composer import hf` knows, without
-    rules of its own: the rules that import writes, where they land on the spec's keys (a spec
-    named as the import names its blocks); else none, and the keys match as for any file."""
+    rules of its own: the rules that import writes (rename, ignore, and GPT-2's transposes), where
+    they land on the spec's keys (a spec named as the import names its blocks); else none, and the
+    keys match as for any file."""
     from ..hf import folder_rules, hf_family
     from ..weights import Rule
     family = hf_family(weights) if os.path.isdir(weights) else None
     if family is None:
-        return [], []
+        return [], [], []
     found = folder_rules(weights, set(pipe.build(device="meta", spec_weights=False).state_dict()))
     if found is None:
-        return [], []
-    rename, ignore = found
-    return ([Rule(p, r, f"{family} rule") for p, r in rename], [Rule(p, None, f"{family} rule") for p in ignore])
+        return [], [], []
+    rename, ignore, transpose = found
+    return ([Rule(p, r, f"{family} rule") for p, r in rename], [Rule(p, None, f"{family} rule") for p in ignore],
+            [Rule(p, None, f"{family} rule") for p in transpose])
 
 
 def print_weights(info: Optional[dict]) -> None:

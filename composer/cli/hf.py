@@ -24,12 +24,16 @@ def hf(
     output: Path = typer.Option(..., "-o", "--output", help="The spec to write (its paths are relative to it)."),
     architecture: Optional[str] = typer.Option(None, "--architecture", metavar="CLASS",
                                                help="Import this architecture instead of config.json's (e.g. "
-                                                    "BertModel: the base model of a task folder)."),
-    pair: bool = typer.Option(False, "--pair", help="Add a second text input `pair` (sentence pairs)."),
+                                                    "BertModel: the base model of a task folder; GPT2LMHeadModel: "
+                                                    "a GPT2Model folder with the tied LM head)."),
+    pair: bool = typer.Option(False, "--pair", help="Add a second text input `pair` (sentence pairs; the encoder "
+                                                    "families)."),
     name: Optional[str] = typer.Option(None, "--name", help="The pipeline name (default: the folder's name)."),
     force: bool = typer.Option(False, "--force", help="Replace OUTPUT if it exists."),
 ) -> None:
-    """BERT, RoBERTa, ALBERT, ELECTRA and DistilBERT folders: tokenizer, embedding, encoder, head and weights."""
+    """BERT, RoBERTa, ALBERT, ELECTRA and DistilBERT folders: tokenizer, embedding, encoder, head and weights.
+    GPT-2 (decoder with a KV cache, tied LM head), T5 (encoder, cached decoder, LM head, as two parts) and
+    XLNet (relative-attention encoder, tied LM head) folders likewise."""
     from ..hf import import_hf
     with handled():
         result = import_hf(folder, output, force=force, architecture=architecture, pair=pair, name=name)

@@ -17,11 +17,16 @@ every tensor of the built model (strict), with no file key left unaccounted for.
 and ignores that match the folder's keys are written, so loading it gives no warnings.
 `folder_rules` gives the same rules for `--weights DIR` into a spec whose blocks are named as
 the import names them (`emb`, `encoder`, `pooler`, `head`).
+
+The generative families, one `DecoderFamily` each in `DECODER_FAMILIES`, have a spec writer of
+their own (composer.hf.decoders: GPT-2's `transformer_decoder` with a KV cache and transpose rules
+for its Conv1D matrices; composer.hf.t5: T5's encoder and cached decoder, with `parts:`;
+composer.hf.xlnet: XLNet's encoder) and go through the same checks.
 """
 
-from .families import FAMILIES, Family, Head, HFImportError
+from .families import DECODER_FAMILIES, FAMILIES, DecoderFamily, Family, Head, HFImportError
 from .rules import folder_rules, hf_family
 from .spec import Imported, import_hf, spec_text
 
-__all__ = ["Family", "Head", "FAMILIES", "HFImportError", "Imported", "spec_text", "import_hf", "folder_rules",
-           "hf_family"]
+__all__ = ["Family", "Head", "FAMILIES", "DecoderFamily", "DECODER_FAMILIES", "HFImportError", "Imported", "spec_text",
+           "import_hf", "folder_rules", "hf_family"]

@@ -194,6 +194,59 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
         }),
 )}
 
+@dataclass(frozen=True)
+class DecoderFamily:
+    """One `model_type` of the generative families (GPT-2, T5, XLNet): how its config.json reads
+    and which architectures import. Their spec writers and weight rules are in composer.hf.decoders
+    (the blocks differ per family, so there is no shared layout as for the encoders).
+
+    heads: architecture -> `base` (the base model: its hidden states), `lm` (with the LM head) or
+    `encoder` (T5's encoder alone)."""
+
+    model_type: str
+    title: str
+    prefix: str                           # base_model_prefix: task checkpoints nest the base model under it
+    modules: tuple[str, ...]              # the base model's top-level modules (in a checkpoint without prefix)
+    fields: Mapping[str, str]             # our name -> config.json key
+    defaults: Mapping[str, Any]           # transformers' defaults, for keys a config.json leaves out
+    heads: Mapping[str, str]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    token_types: bool = False             # the tokenizer's segment ids are not used
+
+    @property
+    def base(self) -> str:
+        return next(a for a, h in self.heads.items() if h == "base")
+
+
+DECODER_FAMILIES: dict[str, DecoderFamily] = {f.model_type: f for f in (
+    DecoderFamily(
+        "gpt2", "GPT-2", "transformer", ("wte", "wpe", "h", "ln_f"),
+        {"vocab_size": "vocab_size", "hidden": "n_embd", "layers": "n_layer", "heads": "n_head",
+         "activation": "activation_function", "eps": "layer_norm_epsilon", "max_positions": "n_positions",
+         "dropout": "resid_pdrop", "attention_dropout": "attn_pdrop", "embedding_dropout": "embd_pdrop"},
+        {"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+         "activation_function": "gelu_new", "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1,
+         "layer_norm_epsilon": 1e-5},
+        {"GPT2Model": "base", "GPT2LMHeadModel": "lm"}),
+    DecoderFamily(
+        "t5", "T5", "", ("shared", "encoder", "decoder"),
+        {"vocab_size": "vocab_size", "hidden": "d_model", "layers": "num_layers", "heads": "num_heads", "mlp": "d_ff",
+         "head_dim": "d_kv", "num_buckets": "relative_attention_num_buckets",
+         "max_distance": "relative_attention_max_distance", "activation": "feed_forward_proj",
+         "eps": "layer_norm_epsilon", "dropout": "dropout_rate"},
+        {"vocab_size": 32128, "d_model": 512, "num_layers": 6, "num_heads": 8, "d_ff": 2048, "d_kv": 64,
+         "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "feed_forward_proj": "relu",
+         "layer_norm_epsilon": 1e-6, "dropout_rate": 0.1},
+        {"T5Model": "base", "T5ForConditionalGeneration": "lm", "T5EncoderModel": "encoder"}),
+    DecoderFamily(
+        "xlnet", "XLNet", "transformer", ("word_embedding", "mask_emb", "layer"),
+        {"vocab_size": "vocab_size", "hidden": "d_model", "layers": "n_layer", "heads": "n_head", "mlp": "d_inner",
+         "activation": "ff_activation", "eps": "layer_norm_eps", "dropout": "dropout"},
+        {"vocab_size": 32000, "d_model": 1024, "n_layer": 24, "n_head": 16, "d_inner": 4096, "ff_activation": "gelu",
+         "layer_norm_eps": 1e-12, "dropout": 0.1},
+        {"XLNetModel": "base", "XLNetLMHeadModel": "lm"}),
+)}
+
 # transformers' activation names -> the encoder's (`transformer_encoder.activation`)
 ENCODER_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 # -> the heads' (`composer.params.Activation`)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..params import Activation
-from .families import ENCODER_ACTIVATIONS, FAMILIES, HEAD_ACTIVATIONS, TOKENIZER_FILES, Family, Head, HFImportError
+from .families import (DECODER_FAMILIES, ENCODER_ACTIVATIONS, FAMILIES, HEAD_ACTIVATIONS, TOKENIZER_FILES,
+                       DecoderFamily, Family, Head, HFImportError)
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -42,18 +43,21 @@ def _read_config(folder: Path) -> dict:
     return _read_json(path, "model config")
 
 
-def _family(config: dict, folder: Path) -> Family:
+def _family(config: dict, folder: Path) -> Family | DecoderFamily:
+    """The folder's family: an encoder's (`Family`) or a generative one's (`DecoderFamily`)."""
     model_type = config.get("model_type")
-    supported = ", ".join(FAMILIES)
+    supported = ", ".join([*FAMILIES, *DECODER_FAMILIES])
     if not isinstance(model_type, str) or not model_type:
         raise HFImportError(f"{folder / 'config.json'} has no `model_type`; composer imports {supported}")
+    if model_type in DECODER_FAMILIES:
+        return DECODER_FAMILIES[model_type]
     if model_type not in FAMILIES:
         raise HFImportError(f"model_type `{model_type}` ({folder / 'config.json'}) is not supported: composer "
                             f"imports {supported}")
     return FAMILIES[model_type]
 
 
-def _architecture(family: Family, config: dict, chosen: Optional[str]) -> str:
+def _architecture(family: Family | DecoderFamily, config: dict, chosen: Optional[str]) -> str:
     archs = config.get("architectures")
     name = chosen or (archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else family.base)
     if name not in family.heads:
@@ -80,11 +84,11 @@ class _Config:
 
 
 _INTS = ("vocab_size", "hidden", "layers", "heads", "mlp", "max_positions", "type_vocab_size", "embedding_size",
-         "groups", "inner_groups")
-_PROBS = ("dropout", "attention_dropout", "classifier_dropout")
+         "groups", "inner_groups", "head_dim", "num_buckets", "max_distance")
+_PROBS = ("dropout", "attention_dropout", "classifier_dropout", "embedding_dropout")
 
 
-def _read_fields(family: Family, config: dict) -> _Config:
+def _read_fields(family: Family | DecoderFamily, config: dict) -> _Config:
     values, keys = dict(family.fixed), {}
     for ours, key in family.fields.items():
         values[ours], keys[ours] = config.get(key, family.defaults.get(key)), key
@@ -151,7 +155,7 @@ def _rel(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
-def _tokenizer(folder: Path, spec_dir: Path, family: Family, max_length: int) -> tuple[dict, str]:
+def _tokenizer(folder: Path, spec_dir: Path, family: Family | DecoderFamily, max_length: int) -> tuple[dict, str]:
     """The tokenizer block's params for the folder's files (relative to the spec), and what they are."""
     tconf = folder / "tokenizer_config.json"
     tc = _read_json(tconf, "tokenizer config") if tconf.is_file() else {}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ComposerError
-from .families import FAMILIES, Family, Head, HFImportError
+from .families import DECODER_FAMILIES, FAMILIES, DecoderFamily, Family, Head, HFImportError
 from .folder import _checkpoint_keys, _family, _read_config
 
 
@@ -86,26 +86,32 @@ def _weight_rules(family: Family, head: Head, keys: list[str], use_pooler: bool,
 
 
 def hf_family(folder: str | os.PathLike) -> Optional[str]:
-    """The `model_type` of a Hugging Face folder when it is one of `FAMILIES`, else None (no error)."""
+    """The `model_type` of a Hugging Face folder when it is one of `FAMILIES` or `DECODER_FAMILIES`,
+    else None (no error)."""
     path = Path(folder) / "config.json"
     try:
         model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         return None
-    return model_type if model_type in FAMILIES else None
+    return model_type if model_type in FAMILIES or model_type in DECODER_FAMILIES else None
 
 
-def folder_rules(folder: str | os.PathLike, own: set[str]) -> Optional[tuple[list[tuple[str, str]], list[str]]]:
-    """For `--weights DIR`: the rename and ignore rules `import hf` writes for a Hugging Face folder
-    of a supported family, when every tensor they rename lands on one of the pipeline keys `own`
-    (a spec whose blocks are named as `import hf` names them: `emb`, `encoder`, `pooler`, `head`,
-    as pipelines/bert_base.yaml does); None otherwise, and for any other folder."""
+def folder_rules(folder: str | os.PathLike,
+                 own: set[str]) -> Optional[tuple[list[tuple[str, str]], list[str], list[str]]]:
+    """For `--weights DIR`: the rename, ignore and transpose rules `import hf` writes for a Hugging
+    Face folder of a supported family, when every tensor they rename lands on one of the pipeline
+    keys `own` (a spec whose blocks are named as `import hf` names them: `emb`, `encoder`, `pooler`,
+    `head`, as pipelines/bert_base.yaml does; `emb`, `decoder`, `lm_head` as pipelines/gpt2.yaml
+    does); None otherwise, and for any other folder. Only GPT-2 has transpose rules."""
     folder = Path(folder)
     if hf_family(folder) is None:
         return None
     try:
         config = _read_config(folder)
         family = _family(config, folder)
+        if isinstance(family, DecoderFamily):
+            from .decoders import decoder_folder_rules
+            return decoder_folder_rules(folder, config, family, own)
         archs = config.get("architectures")
         arch = archs[0] if isinstance(archs, list) and archs and archs[0] in family.heads else family.base
         keys = _checkpoint_keys(folder)
@@ -114,4 +120,4 @@ def folder_rules(folder: str | os.PathLike, own: set[str]) -> Optional[tuple[lis
         return None
     if not all(_renamed(rename, k)[0] in own for k in keys if not any(re.search(p, k) for p, _ in ignore)):
         return None
-    return rename, [pat for pat, _ in ignore]
+    return rename, [pat for pat, _ in ignore], []

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 
 from .. import _io
 from ..errors import ComposerError, SpecError
-from .families import ENCODER_ACTIVATIONS, Family, Head, HFImportError
+from .families import ENCODER_ACTIVATIONS, DecoderFamily, Family, Head, HFImportError
 from .folder import (_architecture, _checkpoint_keys, _Config, _family, _head_activation, _read_config, _read_fields, _rel,
                      _tokenizer, _unsupported)
 from .rules import _has_pooler, _weight_rules
@@ -188,29 +188,43 @@ def _head_blocks(b: _Blocks, family: Family, cfg: _Config, config: dict, head: H
     b.outputs["logits"] = "head"
 
 
-def _layout(name: str, source: str, arch: str, family: Family, folder_rel: str, b: _Blocks,
-            rename: list[tuple[str, str]], ignore: list[tuple[str, str]], pair: bool, max_length: int) -> str:
-    lines = [f"# Written by `composer import hf {source}` from its config.json ({arch}).",
-             "# The folder's weights load on every build; the rename rules map transformers' names onto the blocks.",
-             f"pipeline: {name}", "description: >"]
-    text = f"{arch} ({family.title}) from {source}: {b.summary[0]}, " + ", ".join(b.summary[1:-1]) \
-        + f" and {b.summary[-1]}."
-    line = ""
+def _description(text: str) -> list[str]:
+    """`description: >` and `text` folded into lines of at most 96 characters."""
+    lines, line = ["description: >"], ""
     for w in text.split():
         if line and len(line) + 1 + len(w) > 96:
             lines.append("  " + line)
             line = w
         else:
             line = f"{line} {w}" if line else w
-    lines += ["  " + line, "weights:", f"{'  file: ' + _value(folder_rel):<37} # the Hugging Face folder, relative "
-              "to this spec"]
+    return lines + ["  " + line]
+
+
+def _weights_lines(folder_rel: str, rename: list[tuple[str, str]], ignore: list[tuple[str, str]],
+                   transpose: list[str] = ()) -> list[str]:
+    """The `weights:` section: the folder, the rename rules, the (regex, why) ignores and the transposes."""
+    lines = ["weights:", f"{'  file: ' + _value(folder_rel):<37} # the Hugging Face folder, relative to this spec"]
     if rename:
         lines.append("  rename:                             # [regex, replacement], applied in order")
         lines += [f"    - [{_quoted(pat)}, {_quoted(repl)}]" for pat, repl in rename]
     if ignore:
         lines.append("  ignore:                             # file keys the spec leaves out")
         lines += [f"    - {_quoted(pat):<40} # {why}" for pat, why in ignore]
+    if transpose:
+        lines.append("  transpose:                          # file keys of matrices stored [in, out]")
+        lines += [f"    - {_quoted(pat)}" for pat in transpose]
     lines.append("  strict: true                        # every tensor of the spec comes from the folder")
+    return lines
+
+
+def _layout(name: str, source: str, arch: str, family: Family, folder_rel: str, b: _Blocks,
+            rename: list[tuple[str, str]], ignore: list[tuple[str, str]], pair: bool, max_length: int) -> str:
+    lines = [f"# Written by `composer import hf {source}` from its config.json ({arch}).",
+             "# The folder's weights load on every build; the rename rules map transformers' names onto the blocks.",
+             f"pipeline: {name}"]
+    text = f"{arch} ({family.title}) from {source}: {b.summary[0]}, " + ", ".join(b.summary[1:-1]) \
+        + f" and {b.summary[-1]}."
+    lines += _description(text) + _weights_lines(folder_rel, rename, ignore)
     small = [s for s in (8, 16) if s <= max_length]
     sizes = small if len(small) == 2 else sorted({max(1, max_length // 2), max_length})
     lines += ["dims:", "  B: {sizes: [1, 2], example: 1}",
@@ -248,10 +262,14 @@ def spec_text(folder: str | os.PathLike, spec_path: str | os.PathLike, *, archit
     """The spec for the Hugging Face folder `folder`, to be written at `spec_path` (its paths are
     relative to it), checked: it validates, and the folder fills every tensor of it with none of
     the folder's left unaccounted for. Nothing is written. `architecture` replaces config.json's
-    (`BertModel`: the base model alone of a task folder); `pair` adds a second text input."""
+    (`BertModel`: the base model alone of a task folder); `pair` adds a second text input (the
+    encoder families). GPT-2, T5 and XLNet folders are written by composer.hf.decoders."""
     folder, spec_path = Path(folder), Path(spec_path)
     config = _read_config(folder)
     family = _family(config, folder)
+    if isinstance(family, DecoderFamily):
+        from .decoders import decoder_spec_text
+        return decoder_spec_text(folder, spec_path, config, family, architecture=architecture, pair=pair, name=name)
     arch = _architecture(family, config, architecture)
     head = family.heads[arch]
     cfg = _read_fields(family, config)

@@ -392,9 +392,9 @@ def test_bad_folders_are_clear_errors(tmp_path, tokenizers_):
     _fails([empty, "-o", out], "has no config.json")
     (empty / "config.json").write_text("{not json")
     _fails([empty, "-o", out], "is not valid JSON")
-    (empty / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
-    _fails([empty, "-o", out], "model_type `gpt2`", "is not supported",
-           "composer imports bert, roberta, albert, electra, distilbert")
+    (empty / "config.json").write_text(json.dumps({"model_type": "bart", "architectures": ["BartModel"]}))
+    _fails([empty, "-o", out], "model_type `bart`", "is not supported",
+           "composer imports bert, roberta, albert, electra, distilbert, gpt2, t5, xlnet")
     _, _, folder = _folder(tmp_path, tokenizers_, "bert", "BertModel")
     config = json.loads((folder / "config.json").read_text())
 
