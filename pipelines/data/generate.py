@@ -282,6 +282,24 @@ def write_unigram_tokenizer(path: Path, corpus: Path, vocab_size: int = 400) -> 
     return path
 
 
+def write_xlnet_tokenizer(path: Path, corpus: Path, vocab_size: int = 400) -> Path:
+    """A Unigram tokenizer.json in XLNet's layout (`<unk>` 0, `<s>`, `</s>`, `<cls>`, `<sep>` 4, `<pad>` 5,
+    `<mask>`; `A <sep> <cls>` with segment ids 0, 0, 2) trained on the small text corpus; written once."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    path.parent.mkdir(parents=True, exist_ok=True)
+    specials = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>"]
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train([str(corpus)], trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                     unk_token="<unk>", show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A:0 <sep>:0 <cls>:2", pair="$A:0 <sep>:0 $B:1 <sep>:1 <cls>:2",
+        special_tokens=[("<sep>", 4), ("<cls>", 3)])
+    tok.save(str(path))
+    return path
+
+
 def main() -> None:
     (HERE / "tabular").mkdir(exist_ok=True)
     write_table(HERE / "tabular" / "train.csv", 800, features=32, seed=0)
@@ -301,6 +319,7 @@ def main() -> None:
     write_karate(HERE / "graphs" / "karate.json")
     write_bpe_vocab(HERE / "gpt2", HERE / "corpus.txt")
     write_unigram_tokenizer(HERE / "t5" / "tokenizer.json", HERE / "corpus.txt")
+    write_xlnet_tokenizer(HERE / "xlnet" / "tokenizer.json", HERE / "corpus.txt")
 
 
 if __name__ == "__main__":
