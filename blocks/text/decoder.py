@@ -23,7 +23,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
-from composer.block import Block, In
+from composer.block import In
 from composer.dims import shape_str
 from composer.params import Eps, PosInt, Prob
 from composer.registry import register

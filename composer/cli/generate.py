@@ -58,7 +58,7 @@ def generate(
     overrides: list[str] = set_option(),
 ) -> None:
     """Generate text with a decoder spec (GPT-2), streaming it; tokens/s on stderr."""
-    from ..generate import GenerateError, TextGenerator, sampling_from
+    from ..generate import EncoderDecoder, GenerateError, TextGenerator, sampling_from
     with handled():
         if not prompts:
             raise GenerateError("give a prompt: --prompt \"Once upon a time\"")
@@ -96,7 +96,8 @@ def generate(
                 err.print(f"exporting {pipe.name} to a temporary ONNX file, verified against torch", markup=False)
             gen.core()                      # built (or exported) before the prompt is printed
             stream = len(prompts) == 1
-            if stream:
+            echo = gen.scheme is not EncoderDecoder      # a decoder continues the prompt; T5 writes a new text
+            if stream and echo:
                 _write(prompts[0])
             result = gen.run(request, on_text=(lambda row, text: _write(text)) if stream else None)
         finally:
@@ -105,5 +106,5 @@ def generate(
             _write("\n")
         else:
             for i, (p, text) in enumerate(zip(result.prompts, result.texts)):
-                _write(f"[{i}] {p}{text}\n")
+                _write(f"[{i}] {p}{text}\n" if echo else f"[{i}] {p} -> {text}\n")
         err.print(f"{pipe.name}: {result.summary()}", markup=False)
