@@ -703,18 +703,7 @@ class TextGenerator:
             self._core = self._part_cores()
             return self._core
         if self.backend == "torch":
-            dev = self._torch_device()
-            model = self.model
-            if model is None:
-                model = self.pipe.build(spec_weights=self.weights is None)
-                if self.weights is None and model.weights_report is not None and self.on_weights:
-                    self.on_weights(model.weights_report.to_dict())
-            if self.weights is not None:
-                from .weights import load_weights
-                report = load_weights(model, self.weights)
-                if self.on_weights:
-                    self.on_weights(report.to_dict())
-            self._core = TorchCore(model, dev)
+            self._core = TorchCore(self._built(), self._torch_device())
             return self._core
         from .runtime import Session
         path = self.onnx

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import t5, xlnet
-from .drafts import _activation, _Draft, _flags, _heads_divide, _inside, _int_field, _prefix, _Writer
+from .drafts import _activation, _Draft, _flags, _heads_divide, _int_field, _Writer
 from .families import DECODER_FAMILIES, DecoderFamily, HFImportError
 from .folder import _architecture, _checkpoint_keys, _Config, _read_fields, _rel, _tokenizer
-from .rules import _renamed, _unused_module
+from .rules import _prefix, _renamed
 from .spec import Imported, _Blocks, _check_weights, _description, _drop, _name, _validated, _value, _weights_lines
 
 _H = r"^(?:transformer\.)?h\.(\d+)\."
@@ -148,19 +148,10 @@ def _fit(family: DecoderFamily, arch: str, keys: list[str], own: set[str], renam
     """The candidate rules that match the folder's keys; keys no rule maps onto the spec's (`own`) are
     ignored by their top-level module when they are a head's the spec lacks, an error when they are
     the base model's."""
-    ignore = [(pat, why) for pat, why in ignore if any(re.search(pat, k) for k in keys)]
-    kept = [k for k in keys if not any(re.search(pat, k) for pat, _ in ignore)]
-    left = [k for k in kept if _renamed(rename, k)[0] not in own]
-    inside = [k for k in left if _inside(family, keys, k)]
-    if inside:
-        shown = ", ".join(inside[:8]) + (f", … {len(inside) - 8} more" if len(inside) > 8 else "")
-        raise HFImportError(f"the folder's {arch} has tensors the spec's blocks have no place for: {shown}")
-    kept = [k for k in kept if k not in left]
-    for module in dict.fromkeys(_unused_module(k, kept) for k in left):
-        ignore.append((rf"^{re.escape(module)}\.", f"not part of {arch}"))
-    used = {i for k in kept for i in _renamed(rename, k)[1]}
+    from .rules import fit_rules
+    rename, ignore, kept = fit_rules(family, arch, keys, own, rename, ignore)
     transpose = [(pat, why) for pat, why in transpose if any(re.search(pat, k) for k in kept)]
-    return [r for i, r in enumerate(rename) if i in used], ignore, transpose
+    return rename, ignore, transpose
 
 
 # ---- the spec --------------------------------------------------------------------------------

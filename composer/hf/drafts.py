@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .families import ENCODER_ACTIVATIONS, DecoderFamily, HFImportError
+from .families import ENCODER_ACTIVATIONS, HFImportError
 from .folder import _Config
 from .spec import _Blocks
 
@@ -38,19 +37,6 @@ class _Writer:
     check: Callable[[_Config, dict, str, list[str]], None]
     draft: Callable[[_Config, dict, str, dict, list[str]], _Draft]
     rules: Callable[[_Config, dict, str, list[str]], tuple[list, list, list]]
-
-
-def _prefix(family: DecoderFamily, keys: list[str]) -> str:
-    """`transformer\\.` where the checkpoint nests the base model under the family's prefix, else ``."""
-    return re.escape(family.prefix + ".") if family.prefix and any(k.startswith(family.prefix + ".")
-                                                                   for k in keys) else ""
-
-
-def _inside(family: DecoderFamily, keys: list[str], key: str) -> bool:
-    """Whether a checkpoint key belongs to the base model (not to a head)."""
-    if _prefix(family, keys):
-        return key.startswith(family.prefix + ".")
-    return key.split(".")[0] in family.modules
 
 
 def _int_field(config: dict, key: str, default: Any, low: int = 1) -> int:

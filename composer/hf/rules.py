@@ -15,8 +15,10 @@ from .folder import _checkpoint_keys, _family, _read_config
 
 
 def _prefix(family: Family, keys: list[str]) -> str:
-    """`bert\\.` where the checkpoint nests the base model under the family's prefix, else ``."""
-    return re.escape(family.prefix + ".") if any(k.startswith(family.prefix + ".") for k in keys) else ""
+    """`bert\\.` where the checkpoint nests the base model under the family's prefix, else ``
+    (a family with no prefix: always ``)."""
+    nested = family.prefix and any(k.startswith(family.prefix + ".") for k in keys)
+    return re.escape(family.prefix + ".") if nested else ""
 
 
 def _has_pooler(family: Family, keys: list[str]) -> bool:
@@ -70,6 +72,15 @@ def _weight_rules(family: Family, head: Head, keys: list[str], use_pooler: bool,
     ignore += [(pat, "tied to emb.word (the checkpoint holds a copy)") for pat in head.ignore]
     if _has_pooler(family, keys) and not use_pooler:
         ignore.append((rf"^{p}pooler\.", f"the pooler: {arch} does not use it"))
+    rename, ignore, _ = fit_rules(family, arch, keys, own, rename, ignore)
+    return rename, ignore
+
+
+def fit_rules(family, arch: str, keys: list[str], own: Optional[set[str]], rename: list, ignore: list
+              ) -> tuple[list, list, list[str]]:
+    """The candidate rules that match the folder's keys, and the keys they keep. With the pipeline's
+    keys (`own`), keys no rule maps onto them are ignored by their top-level module when a head the
+    spec lacks holds them, an error when the base model does."""
     ignore = [(pat, why) for pat, why in ignore if any(re.search(pat, k) for k in keys)]
     kept = [k for k in keys if not any(re.search(pat, k) for pat, _ in ignore)]
     if own is not None:
@@ -82,7 +93,7 @@ def _weight_rules(family: Family, head: Head, keys: list[str], use_pooler: bool,
         for module in dict.fromkeys(_unused_module(k, kept) for k in left):
             ignore.append((rf"^{re.escape(module)}\.", f"not part of {arch}"))
     used = {i for k in kept for i in _renamed(rename, k)[1]}
-    return [r for i, r in enumerate(rename) if i in used], ignore
+    return [r for i, r in enumerate(rename) if i in used], ignore, kept
 
 
 def hf_family(folder: str | os.PathLike) -> Optional[str]:

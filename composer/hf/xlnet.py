@@ -7,7 +7,8 @@ rename rules are blocks.text.xlnet's."""
 
 from __future__ import annotations
 
-from .drafts import _activation, _Draft, _length_dim, _heads_divide, _prefix, _Writer
+from .drafts import _activation, _Draft, _length_dim, _heads_divide, _Writer
+from .rules import _prefix
 from .families import HFImportError
 from .folder import _Config
 from .spec import _Blocks, _drop
