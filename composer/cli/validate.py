@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import SpecError
+from ..graph import param_memory_error
 from ..pipeline import analyze_file
 from ..registry import plugin_errors
 from ._common import err, handled, out, print_diagnostics, set_option
@@ -16,7 +17,9 @@ from ._common import err, handled, out, print_diagnostics, set_option
 
 def validate(
     specs: List[Path] = typer.Argument(..., help="Spec files to check."),
-    max_param_memory: Optional[int] = typer.Option(None, help="Parameter memory limit in bytes (default 16 GiB)."),
+    max_param_memory: Optional[int] = typer.Option(None, help="Parameter memory limit in bytes (default 16 GiB): a "
+                                                              "spec over it validates, with a note that a build "
+                                                              "refuses it (E304)."),
     as_json: bool = typer.Option(False, "--json", help="Print diagnostics as JSON."),
     render: bool = typer.Option(False, "--render",
                                 help="On failure, draw the spec with its errors in red (build/<pipeline>/<pipeline>.svg)."),
@@ -50,6 +53,11 @@ def _validate(specs: List[Path], max_param_memory: Optional[int], as_json: bool,
             else:
                 out.print(f"{spec}: ok" + (f" ({len(diags)} warning{'s' if len(diags) != 1 else ''})" if diags else ""),
                           markup=False)
+                over = param_memory_error(graph)
+                if over is not None:
+                    out.print(f"  note: {over.found}, over the limit of {over.expected.removeprefix('at most ')}: "
+                              "`composer build` refuses it (E304); `composer build --no-weights` summarises it",
+                              markup=False)
         if render and errors and graph is not None:
             from .render import render_failure
             render_failure(graph)

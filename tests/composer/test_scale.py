@@ -67,6 +67,7 @@ def test_gpt3_175b_validates_with_its_exact_parameter_count():
     assert f"{GPT3_PARAMS:,}" in graph.resolved.description.replace("\n", " ")
     r = invoke("validate", GPT3)
     assert r.exit_code == 0 and "gpt3_175b.yaml: ok" in r.output, r.output
+    assert "over the limit of 16.0 GiB" in r.output and "`composer build` refuses it (E304)" in r.output
 
 
 def test_gpt2_has_exactly_124_439_808_parameters_by_its_summary(tmp_path):
