@@ -56,21 +56,34 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[tor
     cut out, as the Hugging Face decoders do: a query that sees no real key (a left pad) then
     averages over what it sees instead of producing NaN, which its values would carry into every
     later layer."""
-    t, s = q.shape[2], k.shape[2]
+    if not causal and bias is None:
+        keep = None if mask is None else key_padding_mask(mask) if mask.dim() == 2 else mask.to(torch.bool)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, scale=scale)
+    keep = causal_keep(mask, q.shape[2], k.shape[2], causal, q.device)
+    if bias is None:
+        add = additive_mask(keep, q.dtype)
+    else:
+        add = bias.to(q.dtype) if keep is None else bias.to(q.dtype).masked_fill(~keep, torch.finfo(q.dtype).min)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=add, dropout_p=dropout, scale=scale)
+
+
+def causal_keep(mask: Optional[torch.Tensor], t: int, s: int, causal: bool = True,
+                device: Optional[torch.device] = None) -> Optional[torch.Tensor]:
+    """Which of S keys each of T queries sees, as a boolean (T, S) or (B, 1, T, S): the real keys of
+    `mask` ((B, S) or prepared), and with `causal` the keys up to S - T + t for query t."""
     keep = None
     if mask is not None:
         keep = key_padding_mask(mask) if mask.dim() == 2 else mask.to(torch.bool)       # (B, 1, 1|T, S)
-    if not causal and bias is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, scale=scale)
     if causal:
-        tri = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)    # (T, S)
+        tri = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)      # (T, S)
         keep = tri if keep is None else keep & tri
-    low = torch.finfo(q.dtype).min
-    if bias is None:
-        add = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill(~keep, low)
-    else:
-        add = bias.to(q.dtype) if keep is None else bias.to(q.dtype).masked_fill(~keep, low)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=add, dropout_p=dropout, scale=scale)
+    return keep
+
+
+def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean keep mask as the float mask SDPA adds to the scores: 0 where kept, the dtype's lowest
+    value where not (see `attend`). A stack computes it once for all its layers."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
 class MultiHeadAttention(nn.Module):

@@ -29,6 +29,7 @@ from composer.params import Eps, PosInt, Prob
 from composer.registry import register
 from composer.types import InferError, PortType, expect_rank, expect_static, unify_shapes
 
+from ..core.attention import additive_mask, causal_keep
 from .common import init_like_bert
 from .encoder import FFNActivation, MASK_DTYPES, EncoderLayer, _LayerParams
 
@@ -58,14 +59,18 @@ class DecoderStack(nn.Module):
         b, t, _ = x.shape
         p = 0 if past is None else past.shape[4]
         keys = cache_mask(mask, past_mask, b, t, p, x.device)                          # (B, P + T)
-        present = []
+        # the causal and padding mask, built once for every layer
+        bias = additive_mask(causal_keep(keys, t, p + t, device=x.device), x.dtype)   # (B | 1, 1, T, P + T)
+        new = []
         for i, layer in enumerate(self.layers):
             layer_past = None if past is None else (past[i, 0], past[i, 1])           # 2 x (B, H, P, hd)
-            x, kv = layer(x, keys, causal=True, past=layer_past)
-            present.append(torch.stack(kv))                                            # (2, B, H, P + T, hd)
+            x, (k, v) = layer(x, past=layer_past, bias=bias, cache=True)               # 2 x (B, H, P + T, hd)
+            new.append(torch.stack([k[:, :, p:], v[:, :, p:]]))                        # (2, B, H, T, hd)
         if self.ln_f is not None:
             x = self.ln_f(x)
-        return x, torch.stack(present)                                                 # (L, 2, B, H, P + T, hd)
+        steps = torch.stack(new)                                                       # (L, 2, B, H, T, hd)
+        # one copy of the cache: the P earlier steps, then this call's
+        return x, steps if past is None else torch.cat([past, steps], dim=4)           # (L, 2, B, H, P + T, hd)
 
 
 @register

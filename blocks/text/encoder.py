@@ -70,14 +70,16 @@ class EncoderLayer(nn.Module):
         self.mlp = MLPBlock(dim, mlp_dim, dropout, activation, bias)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, causal: bool = False,
-                past: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+                past: Optional[tuple[torch.Tensor, torch.Tensor]] = None, bias: Optional[torch.Tensor] = None,
+                cache: bool = False):
         """x (B, T, D) -> (B, T, D); mask (B, T), 1 = a real token (or a prepared (B, 1, 1, T) boolean).
 
         Decoders pass `causal` and `past` (keys, values of earlier steps, each (B, H, P, hd), or None;
-        the mask then covers P + T keys) and get (x, (keys, values)) back, the P + T steps' cache."""
-        decoding = causal or past is not None
+        the mask then covers P + T keys), or the stack's prepared additive `bias`, and `cache`; they
+        get (x, (keys, values)) back, the P + T steps' cache."""
+        decoding = causal or past is not None or cache
         h = self.ln_1(x) if self.pre_norm else x
-        a = self.self_attention(h, mask, causal=causal, past=past, cache=decoding)
+        a = self.self_attention(h, mask, causal=causal, past=past, bias=bias, cache=decoding)
         a, kv = a if decoding else (a, None)
         if self.pre_norm:
             x = x + self.dropout(a)
