@@ -106,7 +106,7 @@ def _count(graph: Graph, env: Optional[dict[str, int]], device: str) -> tuple[st
     inputs = example_inputs(graph, env, device=device, generator=torch.Generator().manual_seed(0))
     counter = FlopCounterMode(display=False)
     cls_name = type(model).__name__
-    model.eval()
+    model.eval().requires_grad_(False)   # a model built to be counted: the counter's module tracker hooks no grads
     repeats = _RepeatedLayers(model, cls_name) if device == "meta" else None
     try:
         with counter, torch.no_grad():

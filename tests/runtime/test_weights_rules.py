@@ -212,5 +212,5 @@ def test_the_schema_takes_a_path_or_a_section():
     options = schema["properties"]["weights"]["anyOf"]
     assert {"type": "string"} in options and {"$ref": "#/$defs/WeightsDecl"} in options
     section = schema["$defs"]["WeightsDecl"]
-    assert set(section["properties"]) == {"file", "rename", "ignore", "strict", "cast"}
+    assert set(section["properties"]) == {"file", "rename", "ignore", "transpose", "strict", "cast"}
     assert section["additionalProperties"] is False and section["required"] == ["file"]
