@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Union
 
-import torch
-
 from .compile import CompiledPipeline
 from .dims import format_dim
 from .errors import ComposerError
@@ -79,23 +77,20 @@ def part_pipeline(pipe: Pipeline, name: str) -> Pipeline:
 
 
 def part_model(model: CompiledPipeline, name: str) -> CompiledPipeline:
-    """Part `name` of a built pipeline, with the pipeline's weights (shared, not copied)."""
-    sub = part_pipeline(model.pipeline, name)
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if device.type == "meta":
-        return sub.build(device="meta")
-    piece = sub.build(seed=0, device=device)
-    own = dict(model.state_dict(keep_vars=True))
-    missing = [k for k in piece.state_dict() if k not in own]
+    """Part `name` of a built pipeline, with the pipeline's weights and buffers (shared, not copied):
+    it is built on the meta device and every tensor is then the pipeline's own, so nothing is
+    initialised only to be thrown away."""
+    piece = part_pipeline(model.pipeline, name).build(device="meta")
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    missing = [k for k in (*dict(piece.named_parameters()), *dict(piece.named_buffers())) if k not in own]
     if missing:
         raise ComposerError(f"part `{name}` has tensors the pipeline lacks: {', '.join(missing[:5])}")
     for mod_name, module in piece.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
         for pname, _ in list(module.named_parameters(recurse=False)):
-            setattr(module, pname, own[f"{mod_name}.{pname}" if mod_name else pname])
-        for bname, buf in list(module.named_buffers(recurse=False)):
-            key = f"{mod_name}.{bname}" if mod_name else bname
-            if key in own:
-                module._buffers[bname] = own[key]
+            module._parameters[pname] = own[prefix + pname]
+        for bname, _ in list(module.named_buffers(recurse=False)):
+            module._buffers[bname] = own[prefix + bname]
     return piece.train(model.training)
 
 
