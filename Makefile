@@ -35,11 +35,14 @@ browser-deps:
 demo: install
 	$(VENV)/bin/composer build $(DEMO_SPEC)
 
+# the suite runs on TEST_WORKERS processes (pytest-xdist); the slowest tests are single-threaded exports
+TEST_WORKERS ?= 2
+
 test: install browser-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=30
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not browser"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow and not browser"
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -1,3 +1,3 @@
 """The block catalog: one family per sub-package. Importing it registers every block."""
 
-from . import core, detection, graph, sequence, text, vision  # noqa: F401
+from . import core, detection, generative, graph, sequence, text, vision  # noqa: F401

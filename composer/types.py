@@ -25,6 +25,7 @@ KINDS: dict[str, str | None] = {
     "kv_cache": "tensor",      # [L, 2, B, H, P, hd]: a decoder's keys and values of P earlier steps, per layer
     "text": None,              # [B] strings: the input of a pre-processing stage (a tokenizer), never a tensor
     "vector": "tensor",        # [B, C]
+    "latent": "tensor",        # [B, Z] or [B, Z, 1, 1]: a generator's or decoder's code, drawn from N(0, I) to sample
     "logits": "tensor",        # unnormalised scores
     "probs": "tensor",         # normalised scores
     "boxes": "tensor",         # [N, 4] or [B, N, 4], xyxy pixels

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,13 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the workers of `pytest -n N` share the machine's cores: each computes on its share, and the
+    # composer subprocesses a test starts inherit it
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    torch.set_num_threads(_threads)
 # Ultralytics (a reference of the YOLO tests) replaces PIL.Image.open and torch.save when imported;
 # every test sees the real ones
 _REAL = (PIL.Image.open, torch.save)
