@@ -617,16 +617,8 @@ class TextGenerator:
     def __init__(self, target, *, backend: str = "torch", onnx: Union[str, os.PathLike, None] = None,
                  weights: WeightsArg = None, device: str = "cpu", threads: Optional[int] = None,
                  on_weights: Optional[Callable[[dict], None]] = None):
-        from .compile import CompiledPipeline
-        from .pipeline import Pipeline
-        if isinstance(target, CompiledPipeline):
-            self.model, self.pipe = target, target.pipeline
-            if self.pipe is None:
-                raise GenerateError("the model has no pipeline (build it with `pipe.build()`)")
-        elif isinstance(target, Pipeline):
-            self.model, self.pipe = None, target
-        else:
-            raise GenerateError(f"generate takes a Pipeline or a built model, not a {type(target).__name__}")
+        from ._target import target_of
+        self.model, self.pipe = target_of(target, GenerateError, "generate")
         if onnx is not None:
             backend = "onnx"
         if backend not in BACKENDS:
@@ -720,17 +712,8 @@ class TextGenerator:
 
     def _built(self):
         """The model with its weights (built and loaded on first use)."""
-        model = self.model
-        if model is None:
-            model = self.pipe.build(spec_weights=self.weights is None)
-            if self.weights is None and model.weights_report is not None and self.on_weights:
-                self.on_weights(model.weights_report.to_dict())
-        if self.weights is not None:
-            from .weights import load_weights
-            report = load_weights(model, self.weights)
-            if self.on_weights:
-                self.on_weights(report.to_dict())
-        return model.eval()
+        from ._target import built
+        return built(self.pipe, self.model, self.weights, self.on_weights)
 
     def _part_cores(self) -> PartCores:
         """An encoder-decoder's parts on the backend: built from one model (torch), or each exported
@@ -758,12 +741,8 @@ class TextGenerator:
         return PartCores(cores)
 
     def _torch_device(self) -> torch.device:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise GenerateError(f"unknown device {self.device!r}: choose auto, cpu or cuda for the torch backend")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise GenerateError("device 'cuda' is not usable here: no CUDA device is visible")
-        cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
-        return torch.device("cuda" if cuda else "cpu")
+        from ._target import torch_device
+        return torch_device(self.device, GenerateError)
 
     # -- the loop --------------------------------------------------------------------------------
 
