@@ -119,6 +119,7 @@ class Resolved:
     labels: Optional[Labels] = None                        # class names (the top-level spec's `labels:`)
     train: Optional[Any] = None                            # the checked `train:` section (a TrainSection)
     parts: dict[str, "Part"] = field(default_factory=dict)  # the top-level spec's `parts:`
+    diffusion: Optional[Any] = None                        # the top-level spec's `diffusion:` (a DiffusionDecl)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -587,6 +588,8 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         train = check_section(raw_train, doc, r.diags)
         check_names(raw_train, doc, inputs, outputs, r.diags)
     parts = r.parts(parsed, spec, inputs, outputs) if spec and spec.parts else {}
+    if spec is not None and spec.diffusion is not None:
+        _check_diffusion(spec.diffusion, doc, inputs, outputs, r.diags)
     return Resolved(
         name=spec.pipeline if spec else Path(doc.file).stem,
         description=spec.description if spec else "",
@@ -594,7 +597,26 @@ def resolve(parsed: ParsedSpec) -> Resolved:
         weights=weights,
         file=doc.file, dims=dims, inputs=inputs, nodes=r.nodes, outputs=outputs, scopes=r.scopes,
         groups=r.groups, max_param_bytes=spec.limits.max_param_bytes if spec else 16 * 1024**3,
-        diagnostics=r.diags.items, spec=spec, labels=labels, train=train, parts=parts)
+        diagnostics=r.diags.items, spec=spec, labels=labels, train=train, parts=parts,
+        diffusion=spec.diffusion if spec else None)
+
+
+def _check_diffusion(decl, doc: Doc, inputs: dict, outputs: dict, diags: Diagnostics) -> None:
+    """The `diffusion:` section names the denoiser's inputs (the noisy sample, the timestep) and its
+    prediction output: each must be one of the pipeline's."""
+    for key, names, what in (("sample", inputs, "input"), ("timestep", inputs, "input"), ("output", outputs, "output")):
+        name = getattr(decl, key)
+        if key == "output" and name is None:
+            if len(outputs) != 1:
+                diags.add(E.MISSING_PARAM, f"`diffusion` needs an `output`: the pipeline has {len(outputs)} outputs",
+                          loc=doc.key_loc(("diffusion",)), path="diffusion.output",
+                          expected="the output holding the prediction: " + ", ".join(outputs))
+            continue
+        if name not in names:
+            diags.add(E.UNKNOWN_REF, f"`diffusion.{key}`: the pipeline has no {what} `{name}`",
+                      loc=doc.loc(("diffusion", key)),
+                      path=f"diffusion.{key}", expected=f"one of its {what}s: " + ", ".join(names), found=str(name),
+                      hint=did_you_mean(str(name), list(names)))
 
 
 def _weights_source(spec: PipelineSpec, doc: Doc, diags: Diagnostics) -> Optional[WeightsSource]:

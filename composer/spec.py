@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import errors as E
 from ._yaml import Doc
 from .block import Block
+from .diffusion import DiffusionDecl
 from .errors import Diagnostic, Diagnostics, Location, did_you_mean
 from .errors import found_text as _found
 from .params import NonNegInt, PosFloat, PosInt
@@ -146,6 +147,9 @@ class PipelineSpec(_Model):
     limits: Limits = Limits()
     parts: dict[str, PartDecl] = Field(default={}, description="parts exported and run on their own: "
                                                                "{name: {outputs: [...], given: {input: block.port}}}")
+    diffusion: Optional[DiffusionDecl] = Field(
+        default=None, description="a denoiser's noise schedule, prediction and default sampler: what `composer sample` "
+                                  "and the `diffusion` objective run it with (docs/generative.md)")
     @field_validator("weights", mode="before")
     @classmethod
     def _weights_path(cls, value: Any) -> Any:

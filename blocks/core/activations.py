@@ -1,9 +1,10 @@
-"""Element-wise activations (relu, elu, gelu, silu, sigmoid, tanh), softmax and dropout."""
+"""Element-wise activations (relu, leaky_relu, elu, gelu, silu, sigmoid, tanh), softmax and dropout."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
+from pydantic import Field
 from torch import nn
 
 from composer.block import Block, In
@@ -45,6 +46,19 @@ class _Elementwise(Block):
 class ReLU(_Elementwise):
     """Rectified linear unit, max(x, 0)."""
     name: ClassVar[str] = "relu"
+
+
+@register
+class LeakyReLU(_Elementwise):
+    """Leaky rectified linear unit: x for x >= 0, negative_slope * x otherwise.
+
+    The default slope is 0.2, DCGAN's and most GAN discriminators' (torch's nn.LeakyReLU defaults to
+    0.01: write `negative_slope: 0.01` for that)."""
+    name: ClassVar[str] = "leaky_relu"
+    negative_slope: Annotated[float, Field(ge=0.0)] = 0.2
+
+    def build(self, x: PortType) -> nn.Module:
+        return nn.LeakyReLU(self.negative_slope)
 
 
 @register

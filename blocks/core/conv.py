@@ -1,4 +1,4 @@
-"""2-D and 1-D convolution, and TensorFlow-style "same" padding shared by the conv blocks."""
+"""2-D, transposed 2-D and 1-D convolution, and TensorFlow-style "same" padding shared by the conv blocks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from composer.dims import DimLike, ceildiv, conv_out, floordiv, is_static
 from composer.params import NonNegInt, Pad2, PosInt, Size2, pair
 from composer.registry import register
 from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
+
+from .norm import with_spectral_norm
 
 # ---- TensorFlow "same" padding --------------------------------------------------------------
 
@@ -110,7 +112,8 @@ class Conv2d(Block):
     """2-D convolution over [B, C, H, W]; input channels are inferred.
 
     `padding: same` is TensorFlow's "same" at any stride: output ceil(H / stride), the odd pixel of
-    padding at the bottom/right.
+    padding at the bottom/right. `spectral_norm: true` divides the weight by its largest singular value
+    (SN-GAN discriminators); its state-dict keys are then `parametrizations.weight.original`, `._u`, `._v`.
     """
     name: ClassVar[str] = "conv2d"
     family: ClassVar[str] = "core"
@@ -122,6 +125,7 @@ class Conv2d(Block):
     dilation: Size2 = 1
     groups: PosInt = 1
     bias: bool = True
+    spectral_norm: bool = False
 
     def _in_channels(self, x: PortType) -> int:
         expect_rank(x, 4, "x")
@@ -152,10 +156,81 @@ class Conv2d(Block):
 
     def build(self, x: PortType) -> nn.Module:
         if self.padding == "same":
-            return same_conv2d(x.shape[1], self.out_channels, self.kernel, self.stride, self.dilation, self.groups,
+            conv = same_conv2d(x.shape[1], self.out_channels, self.kernel, self.stride, self.dilation, self.groups,
                                self.bias, size=x.shape[2:])
-        return nn.Conv2d(x.shape[1], self.out_channels, pair(self.kernel), pair(self.stride), pair(self.padding),
-                         pair(self.dilation), self.groups, self.bias)
+        else:
+            conv = nn.Conv2d(x.shape[1], self.out_channels, pair(self.kernel), pair(self.stride), pair(self.padding),
+                             pair(self.dilation), self.groups, self.bias)
+        return with_spectral_norm(conv, self.spectral_norm)
+
+
+# ---- transposed 2-D convolution (generators, decoders: upsampling by a learned kernel) -------------
+
+
+def conv_transpose_out(size: DimLike, kernel: int, stride: int = 1, padding: int = 0, output_padding: int = 0,
+                       dilation: int = 1) -> DimLike:
+    """Output length of a transposed convolution, exactly as torch computes it:
+    (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1."""
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+@register
+class ConvTranspose2d(Block):
+    """Transposed 2-D convolution over [B, C, H, W] (a feature map, or a latent code [B, Z, 1, 1]);
+    input channels are inferred.
+
+    Output side (H - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1, so
+    kernel 4, stride 2, padding 1 doubles it and kernel 4, stride 1, padding 0 takes 1x1 to 4x4.
+    `output_padding` (below the stride or the dilation) adds rows and columns at the bottom/right,
+    picking which of the sizes a stride-s conv maps to the same output this one gives back.
+    `spectral_norm: true` normalises the weight as in conv2d (over dim 1, the output channels).
+    """
+    name: ClassVar[str] = "conv_transpose2d"
+    family: ClassVar[str] = "core"
+    inputs: ClassVar = {"x": In("feature_map", "latent", doc="[B, C_in, H, W]")}
+    out_channels: PosInt
+    kernel: Size2 = 4
+    stride: Size2 = 1
+    padding: Pad2 = 0
+    output_padding: Pad2 = 0
+    dilation: Size2 = 1
+    groups: PosInt = 1
+    bias: bool = True
+    spectral_norm: bool = False
+
+    def _in_channels(self, x: PortType) -> int:
+        expect_rank(x, 4, "x", " [B, C, H, W] (a latent [B, Z] needs a reshape to [B, Z, 1, 1] first)")
+        expect_float(x, "x")
+        c = expect_static(x.shape[1], "x", "the channel count of a conv_transpose2d input")
+        return check_groups(c, self.out_channels, self.groups)
+
+    def infer(self, x: PortType) -> PortType:
+        self._in_channels(x)
+        k, s, p, op, d = (pair(v) for v in (self.kernel, self.stride, self.padding, self.output_padding,
+                                             self.dilation))
+        for i in (0, 1):
+            if op[i] >= max(s[i], d[i]):
+                raise InferError("output_padding must be smaller than the stride or the dilation",
+                                 param="output_padding", expected=f"below {max(s[i], d[i])}",
+                                 found=str(self.output_padding))
+        h, w = (conv_transpose_out(x.shape[2 + i], k[i], s[i], p[i], op[i], d[i]) for i in (0, 1))
+        for dim in (h, w):
+            if isinstance(dim, int) and dim < 1:
+                raise InferError("the padding removes the whole output", param="padding",
+                                 expected="an output of at least 1x1", found=f"{h}x{w}")
+        kind = "feature_map" if x.kind in ("image", "latent") else x.kind
+        return x.with_(kind=kind, shape=(x.shape[0], self.out_channels, h, w))
+
+    def param_count(self, x: PortType) -> int:
+        k = pair(self.kernel)
+        c = self._in_channels(x)
+        return c * (self.out_channels // self.groups) * k[0] * k[1] + (self.out_channels if self.bias else 0)
+
+    def build(self, x: PortType) -> nn.Module:
+        conv = nn.ConvTranspose2d(self._in_channels(x), self.out_channels, pair(self.kernel), pair(self.stride),
+                                  pair(self.padding), pair(self.output_padding), self.groups, self.bias,
+                                  pair(self.dilation))
+        return with_spectral_norm(conv, self.spectral_norm)
 
 
 # ---- 1-D convolution (temporal: TCNs, audio, sensor signals) -------------------------------------

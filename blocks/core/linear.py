@@ -13,8 +13,14 @@ from composer.registry import register
 from composer.types import PortType, expect_float, expect_rank, expect_static
 
 from .activations import make_activation
+from .norm import with_spectral_norm
 
-FEATURE_KINDS = ("vector", "sequence", "logits", "probs")
+FEATURE_KINDS = ("vector", "sequence", "logits", "probs", "latent")
+
+
+def _out(x: PortType, features: int) -> PortType:
+    """The output type: the input's with `features` last (a latent code's features are a vector)."""
+    return x.with_(kind="vector" if x.kind == "latent" else x.kind, shape=x.shape[:-1] + (features,))
 
 
 def _features(x: PortType) -> int:
@@ -25,22 +31,26 @@ def _features(x: PortType) -> int:
 
 @register
 class Dense(Block):
-    """Linear layer on the last axis: y = x W^T + b. Input features are inferred."""
+    """Linear layer on the last axis: y = x W^T + b. Input features are inferred.
+
+    `spectral_norm: true` divides W by its largest singular value (state-dict keys
+    `parametrizations.weight.original`, `._u`, `._v` instead of `weight`)."""
     name: ClassVar[str] = "dense"
     family: ClassVar[str] = "core"
     inputs: ClassVar = {"x": In(*FEATURE_KINDS, doc="[..., C_in]")}
     out_features: PosInt
     bias: bool = True
+    spectral_norm: bool = False
 
     def infer(self, x: PortType) -> PortType:
         _features(x)
-        return x.with_(shape=x.shape[:-1] + (self.out_features,))
+        return _out(x, self.out_features)
 
     def param_count(self, x: PortType) -> int:
         return _features(x) * self.out_features + (self.out_features if self.bias else 0)
 
     def build(self, x: PortType) -> nn.Module:
-        return nn.Linear(x.shape[-1], self.out_features, bias=self.bias)
+        return with_spectral_norm(nn.Linear(x.shape[-1], self.out_features, bias=self.bias), self.spectral_norm)
 
 
 @register
@@ -60,7 +70,7 @@ class MLP(Block):
 
     def infer(self, x: PortType) -> PortType:
         _features(x)
-        return x.with_(shape=x.shape[:-1] + (self.out_features,))
+        return _out(x, self.out_features)
 
     def param_count(self, x: PortType) -> int:
         s = self._sizes(x)

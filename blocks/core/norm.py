@@ -1,4 +1,5 @@
-"""Normalisation: batchnorm (over channels, axis 1), layernorm and rms_norm (over the last axis)."""
+"""Normalisation: batchnorm and group_norm (over channels, axis 1), layernorm and rms_norm (over the last
+axis), and the spectral normalisation of a layer's weight shared by conv2d, conv_transpose2d and dense."""
 
 from __future__ import annotations
 
@@ -8,9 +9,24 @@ import torch
 from torch import nn
 
 from composer.block import Block, In
-from composer.params import Eps, Prob
+from composer.params import Eps, PosInt, Prob
 from composer.registry import register
-from composer.types import PortType, expect_float, expect_rank, expect_static
+from composer.types import InferError, PortType, expect_float, expect_rank, expect_static
+
+
+def with_spectral_norm(module: nn.Module, on: bool = True) -> nn.Module:
+    """`module` with its `weight` spectrally normalised (divided by its largest singular value,
+    estimated by one power iteration per training-mode forward), or unchanged when `on` is false.
+
+    Uses torch's parametrization (`torch.nn.utils.parametrizations.spectral_norm`; for a transposed
+    conv it takes dim 1, the output channels). The state-dict keys change: `weight` becomes
+    `parametrizations.weight.original` (the unnormalised weight) beside the buffers
+    `parametrizations.weight.0._u` and `._v` (the power-iteration vectors). In eval mode the stored
+    vectors are used as they are, so eval outputs, and the ONNX export, are deterministic.
+    """
+    if not on:
+        return module
+    return nn.utils.parametrizations.spectral_norm(module)
 
 
 @register
@@ -38,6 +54,38 @@ class BatchNorm(Block):
     def build(self, x: PortType) -> nn.Module:
         cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[x.rank]
         return cls(x.shape[1], eps=self.eps, momentum=self.momentum, affine=self.affine)
+
+
+@register
+class GroupNorm(Block):
+    """Group normalisation over [B, C, ...]: the channels in `groups` groups, each normalised over its
+    channels and every spatial position (per sample, the same in training and eval). Channels are inferred."""
+    name: ClassVar[str] = "group_norm"
+    family: ClassVar[str] = "core"
+    inputs: ClassVar = {"x": In("tensor", doc="[B, C, ...]")}
+    example: ClassVar = {"params": {"groups": 4}, "inputs": {"x": PortType("feature_map", (2, 8, 6, 6))}}
+    groups: PosInt
+    eps: Eps = 1e-5
+    affine: bool = True
+
+    def _channels(self, x: PortType) -> int:
+        expect_rank(x, (2, 3, 4, 5), "x", " [B, C, ...]")
+        expect_float(x, "x")
+        c = expect_static(x.shape[1], "x", "the channel count (axis 1) of a group_norm input")
+        if c % self.groups:
+            raise InferError(f"groups={self.groups} must divide the input's {c} channels", param="groups",
+                             expected=f"a divisor of {c}", found=str(self.groups))
+        return c
+
+    def infer(self, x: PortType) -> PortType:
+        self._channels(x)
+        return x
+
+    def param_count(self, x: PortType) -> int:
+        return 2 * self._channels(x) if self.affine else 0
+
+    def build(self, x: PortType) -> nn.Module:
+        return nn.GroupNorm(self.groups, self._channels(x), eps=self.eps, affine=self.affine)
 
 
 @register

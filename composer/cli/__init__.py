@@ -9,7 +9,7 @@ from . import export, run
 from . import render, weights
 from . import hf
 from . import eval as eval_cmd, train
-from . import generate
+from . import generate, sample
 
 app = typer.Typer(
     name="composer",
@@ -31,6 +31,7 @@ app.command("weights")(weights.weights)
 app.command("train")(train.train)
 app.command("eval")(eval_cmd.eval_)
 app.command("generate")(generate.generate)
+app.command("sample")(sample.sample)
 app.add_typer(hf.app, name="import")
 
 
