@@ -87,7 +87,7 @@ def find_scheme(pipe) -> Scheme:
     if flow is not None:
         return flow
     from .parts import part_pipeline
-    candidates = [(None, pipe)] + [(name, None) for name in r.parts]
+    candidates = [(name, None) for name in r.parts] + [(None, pipe)]     # a part (a GAN's generator) runs less
     for name, sub in candidates:
         sub = sub if sub is not None else part_pipeline(pipe, name)
         ins = sub.resolved.inputs
