@@ -120,7 +120,7 @@ def test_nested_errors_are_located_at_the_flag(tmp_path, monkeypatch):
           found:    conv9
           hint: did you mean `conv2`?
         --set body/first/conv1.biass=true:1:18: error[E103] blocks.conv1.biass: unknown param `biass`
-          expected: one of: out_channels, kernel, stride, padding, dilation, groups, bias
+          expected: one of: out_channels, kernel, stride, padding, dilation, groups, bias, spectral_norm
           found:    biass
           hint: did you mean `bias`?
         --set body/first/bn1.eps=0:1:20: error[E105] blocks.bn1.eps: invalid value for `eps`

@@ -23,7 +23,7 @@ BAD_TEXT = """\
   found:    hed
   hint: did you mean `head`?
 --set conv1.out_chanels=16:1:7: error[E103] blocks.conv1.out_chanels: unknown param `out_chanels`
-  expected: one of: out_channels, kernel, stride, padding, dilation, groups, bias
+  expected: one of: out_channels, kernel, stride, padding, dilation, groups, bias, spectral_norm
   found:    out_chanels
   hint: did you mean `out_channels`?
 --set head.out_features=0.5:1:19: error[E105] blocks.head.out_features: invalid value for `out_features`

@@ -200,7 +200,7 @@ def test_graph_level_error_wraps_the_same_wherever_the_spec_lives(tmp_path, dept
     (tmp_path / "spec.yaml").write_text(GRAPH_ERRORS)
     short = _graph_error_lines(tmp_path / "spec.yaml")
     assert lines[at:] == short[next(i for i, x in enumerate(short) if x.startswith("E101")):]  # the same message lines
-    assert len(lines[at:]) == 2
+    assert len(lines[at:]) == 3
 
 
 @pytest.mark.parametrize("prefix", range(0, 24))
